@@ -1,0 +1,222 @@
+"""Hardware profiles: datasheet peaks (each with its source) and named efficiency factors.
+
+A profile is a YAML file in ``hardware_profiles/`` (or any path). ``base: NAME`` makes a profile
+extend another: the child's mappings are merged over the base's, key by key.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from moesim.config.dtypes import DTYPE_BYTES
+from moesim.config.errors import ConfigError, unknown
+from moesim.config.yamlio import LocatedYaml, load_yaml, pydantic_error
+
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
+
+Basis = Literal["datasheet", "measured", "assumption"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Compute(_Frozen):
+    """Compute units and dense (no sparsity) peak FLOP/s per dtype."""
+
+    units: int = Field(gt=0, description="SMs (NVIDIA), CUs (AMD) or cores (CPU)")
+    peak_flops_per_s: dict[str, float]
+    gemm_tile_m: int = Field(128, gt=0, description="GEMM output tile rows (tokens)")
+    gemm_tile_n: int = Field(128, gt=0, description="GEMM output tile columns")
+    launch_overhead_s: float = Field(ge=0, description="fixed cost of one kernel launch")
+
+    @field_validator("peak_flops_per_s")
+    @classmethod
+    def _dtypes_known(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, peak in value.items():
+            if name not in DTYPE_BYTES:
+                raise ValueError(unknown("dtype", name, DTYPE_BYTES))
+            if not peak > 0:
+                raise ValueError(f"peak for {name} must be > 0, got {peak}")
+        return value
+
+
+class Memory(_Frozen):
+    capacity_bytes: float = Field(gt=0)
+    bandwidth_bytes_per_s: float = Field(gt=0)
+    l2_bytes: float = Field(ge=0)
+
+
+class Link(_Frozen):
+    """One link class seen from one device: unidirectional bandwidth and one-way latency."""
+
+    bandwidth_bytes_per_s: float = Field(gt=0)
+    latency_s: float = Field(ge=0)
+
+
+class ScaleUp(Link):
+    domain_size: int = Field(gt=0, description="devices per NVLink/xGMI domain (a 'node')")
+
+
+class Efficiency(_Frozen):
+    """A named efficiency: a constant, or a curve over ``x`` interpolated in log(x).
+
+    ``points`` may be given per dtype (``by_dtype``); ``default`` serves dtypes not listed.
+    ``basis`` says where it comes from; ``note`` the rationale or the measurement.
+    """
+
+    value: float | None = Field(None, gt=0, le=1.0)
+    points: list[tuple[float, float]] | None = None
+    by_dtype: dict[str, list[tuple[float, float]]] | None = None
+    basis: Literal["measured", "assumption"]
+    note: str = Field(min_length=3)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "Efficiency":
+        forms = sum(x is not None for x in (self.value, self.points, self.by_dtype))
+        if forms != 1:
+            raise ValueError("give exactly one of 'value', 'points' or 'by_dtype'")
+        for pts in [self.points or []] + list((self.by_dtype or {}).values()):
+            for x, eff in pts:
+                if not (x > 0 and 0 < eff <= 1.0):
+                    raise ValueError(f"point ({x}, {eff}): need x > 0 and 0 < efficiency <= 1")
+        return self
+
+    def curve(self, dtype: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(log x, efficiency) arrays for interpolation; a constant has one point."""
+        if self.value is not None:
+            return np.zeros(1), np.array([self.value])
+        pts = self.points
+        if pts is None:
+            pts = self.by_dtype.get(dtype) if dtype in self.by_dtype else self.by_dtype.get("default")
+            if pts is None:
+                raise ConfigError(f"no curve for dtype '{dtype}' and no 'default' curve",
+                                  field="efficiency.by_dtype")
+        pts = sorted(pts)
+        return np.log([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+    def at(self, x, dtype: str | None = None) -> np.ndarray:
+        """Efficiency at ``x`` (array), interpolated in log(x), flat beyond the ends."""
+        log_x, eff = self.curve(dtype)
+        x = np.maximum(np.asarray(x, dtype=float), 1e-30)
+        if eff.size == 1:
+            return np.full(x.shape, eff[0])
+        return np.interp(np.log(x), log_x, eff)
+
+
+class Efficiencies(_Frozen):
+    """The efficiency factors the cost model reads. See docs in each profile for rationale."""
+
+    gemm: Efficiency  # fraction of peak FLOP/s per full tile; x = tokens per expert (GEMM M)
+    memory_bandwidth: Efficiency  # fraction of HBM/DRAM peak reached by streaming kernels
+    scale_up_bandwidth: Efficiency  # fraction of NVLink/xGMI peak reached by all-to-all
+    scale_out_bandwidth: Efficiency  # fraction of NIC peak reached by all-to-all
+
+
+class HardwareProfile(_Frozen):
+    name: str
+    description: str
+    kind: Literal["datasheet", "calibrated"] = "datasheet"
+    base: str | None = None
+    compute: Compute
+    memory: Memory
+    scale_up: ScaleUp
+    scale_out: Link
+    host_link: Link | None = None
+    efficiency: Efficiencies
+    sources: dict[str, str] = Field(default_factory=dict)
+    provenance: dict | None = None
+    fit_quality: dict | None = None
+
+    def peak_flops_per_s(self, dtype: str) -> float:
+        peaks = self.compute.peak_flops_per_s
+        if dtype not in peaks:
+            raise ConfigError(
+                f"hardware '{self.name}' has no {dtype} peak; expected one of: "
+                f"{', '.join(sorted(peaks))} (set weight_dtype/compute_dtype to one of these)",
+                field="compute_dtype")
+        return peaks[dtype]
+
+    def digest(self) -> str:
+        """Short hash of the resolved profile, for result provenance."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _merge(base: dict, child: dict) -> dict:
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "efficiency":
+            out[key] = _merge(out[key], value)
+        elif key == "efficiency" and isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = {**out[key], **value}  # an efficiency is replaced whole
+        else:
+            out[key] = value
+    return out
+
+
+def available_profiles(directory: Path = PROFILE_DIR) -> dict[str, Path]:
+    """Profile name -> file, for every YAML under ``directory`` (calibrated/ included)."""
+    found: dict[str, Path] = {}
+    for path in sorted(directory.rglob("*.yaml")):
+        found.setdefault(path.stem, path)
+    return found
+
+
+def _resolve_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    text = str(name_or_path)
+    candidates = [Path(text)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to / text)
+    for cand in candidates:
+        if cand.suffix in (".yaml", ".yml") and cand.is_file():
+            return cand.resolve()
+    profiles = available_profiles()
+    if text in profiles:
+        return profiles[text]
+    raise ConfigError(unknown("hardware profile", text, profiles), field="hardware")
+
+
+def _raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, LocatedYaml]:
+    if path in seen:
+        raise ConfigError("circular 'base:' chain", file=str(path), field="base")
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise ConfigError("expected a mapping of profile fields", file=str(path))
+    data = doc.data
+    base = data.get("base")
+    if base:
+        try:
+            base_path = _resolve_path(base, relative_to=path.parent)
+        except ConfigError as exc:
+            raise exc.located(file=str(path), line=doc.line_of(("base",)), field_prefix=None) from None
+        base_data, _ = _raw(base_path, seen + (path,))
+        base_sources = base_data.get("sources", {})
+        data = _merge({k: v for k, v in base_data.items() if k not in ("name", "description",
+                                                                      "kind", "provenance",
+                                                                      "fit_quality")}, data)
+        data["sources"] = {**base_sources, **doc.data.get("sources", {})}
+    return data, doc
+
+
+@lru_cache(maxsize=256)
+def _load_cached(path: Path, mtime: float) -> HardwareProfile:
+    data, doc = _raw(path)
+    try:
+        return HardwareProfile.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(exc, doc, model_cls=HardwareProfile) from None
+
+
+def load_profile(name_or_path: str | Path) -> HardwareProfile:
+    """Load a profile by name (``h100-sxm``) or by path, resolving ``base:``."""
+    if isinstance(name_or_path, HardwareProfile):
+        return name_or_path
+    path = _resolve_path(name_or_path)
+    return _load_cached(path, path.stat().st_mtime)
