@@ -35,6 +35,8 @@ class Compute(_Frozen):
     gemm_tile_m: int = Field(128, gt=0, description="GEMM output tile rows (tokens)")
     gemm_tile_n: int = Field(128, gt=0, description="GEMM output tile columns")
     launch_overhead_s: float = Field(ge=0, description="fixed cost of one kernel launch")
+    grouped_gemm: bool = Field(True, description="expert GEMMs run as one grouped kernel "
+                               "(else one kernel per expert with tokens)")
 
     @field_validator("peak_flops_per_s")
     @classmethod

@@ -86,7 +86,7 @@ def pydantic_error(exc: Any, doc: LocatedYaml | None = None, file: str | None = 
 
     err = exc.errors()[0]
     loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if err["type"] == "extra_forbidden":
         hint = suggest(str(loc[-1]), _field_names(model_cls)) if model_cls else ""
         msg = f"unknown field{hint}"

@@ -1,0 +1,47 @@
+"""Run settings: how many tokens, how many devices, how experts are placed and routed."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from moesim.config.errors import ConfigError
+from moesim.config.yamlio import pydantic_error
+
+#: Run fields users may set (YAML, Python overrides, sweeps).
+RUN_FIELDS = ("tokens", "ep", "placement", "routing", "overlap", "a2a_kernel", "capacity_factor",
+              "seed")
+OVERLAP_CODES = {"none": 0, "shared": 1, "two-batch": 2}
+
+
+class RunConfig(BaseModel):
+    """``tokens`` is tokens per device entering the layer; ``ep`` the expert-parallel size."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tokens: int = Field(gt=0)
+    ep: int = Field(1, gt=0)
+    placement: str = "contiguous"
+    routing: str = "uniform"
+    overlap: Literal["none", "shared", "two-batch"] = "none"
+    a2a_kernel: Literal["per-expert", "per-device", "hierarchical", "padded"] = "per-expert"
+    capacity_factor: float = Field(1.0, gt=0)
+    seed: int = 0
+
+    @field_validator("routing")
+    @classmethod
+    def _routing(cls, value: str) -> str:
+        from moesim.core.routing import parse_routing
+
+        try:
+            parse_routing(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
+def validate_run(data: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(exc, model_cls=RunConfig) from None

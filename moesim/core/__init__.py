@@ -1,0 +1,1 @@
+"""The pure analytic core: routing, placement, traffic and cost functions (numpy only)."""

@@ -1,0 +1,52 @@
+"""All-to-all time per device: an alpha-beta model over two link classes.
+
+A device sends and receives over NVLink/xGMI (intra-node) and over its NIC (inter-node) at the
+same time; each direction of each link runs at ``bandwidth * efficiency`` (unidirectional).
+
+    t_intra = max(send_intra, recv_intra) * bytes_per_copy / (bw_up  * eff_up)
+    t_inter = max(send_inter, recv_inter) * bytes_per_copy / (bw_out * eff_out)
+    time_s  = launch + [latency_up if intra traffic] max(...) [latency_out if inter traffic]
+            = launch + max(t_intra + alpha_up, t_inter + alpha_out)
+
+Source: the alpha-beta (Hockney) model; the per-direction, per-link-class form follows how
+DeepEP reports NVLink and RDMA bandwidth separately.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CommCost:
+    """Arrays ``[rows, devices]``: time and bytes moved over each link class."""
+
+    time_s: np.ndarray
+    intra_s: np.ndarray
+    inter_s: np.ndarray
+    intra_bytes: np.ndarray  # max(sent, received) over NVLink
+    inter_bytes: np.ndarray  # max(sent, received) over the network
+    sent_bytes: np.ndarray
+    received_bytes: np.ndarray
+
+
+def alltoall(volumes: dict[str, np.ndarray], bytes_per_copy, *, up_bytes_per_s: float,
+             up_eff: float, up_latency_s: float, out_bytes_per_s: float, out_eff: float,
+             out_latency_s: float, launch_overhead_s: float, reverse: bool = False) -> CommCost:
+    """Time of one all-to-all given per-device copy volumes (see ``traffic.device_volumes``).
+
+    ``reverse=True`` is the combine: what was received is sent back.
+    """
+    b = np.asarray(bytes_per_copy, dtype=float).reshape(-1, 1)
+    s_in, s_out = ("recv", "send") if reverse else ("send", "recv")
+    send_intra, recv_intra = volumes[f"{s_in}_intra"] * b, volumes[f"{s_out}_intra"] * b
+    send_inter, recv_inter = volumes[f"{s_in}_inter"] * b, volumes[f"{s_out}_inter"] * b
+    intra_bytes = np.maximum(send_intra, recv_intra)
+    inter_bytes = np.maximum(send_inter, recv_inter)
+    intra_s = intra_bytes / (up_bytes_per_s * up_eff) + np.where(intra_bytes > 0, up_latency_s, 0)
+    inter_s = inter_bytes / (out_bytes_per_s * out_eff) + np.where(inter_bytes > 0, out_latency_s, 0)
+    moved = (intra_bytes + inter_bytes) > 0
+    time_s = np.maximum(intra_s, inter_s) + np.where(moved, launch_overhead_s, 0.0)
+    return CommCost(time_s, intra_s, inter_s, intra_bytes, inter_bytes,
+                    send_intra + send_inter, recv_intra + recv_inter)

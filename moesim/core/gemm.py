@@ -1,0 +1,84 @@
+"""Grouped expert GEMM cost: roofline with tile and wave quantisation.
+
+For one GEMM ``[M_e, K] x [K, N]`` per expert e on a device with ``units`` SMs/CUs/cores and
+tiles of ``tile_m x tile_n`` outputs:
+
+    tiles      = sum_e ceil(M_e / tile_m) * ceil(N / tile_n)          (padding of skewed M_e)
+    split      = clip(floor(units / tiles), 1, K // 512)       (split-K when tiles < units)
+    waves      = ceil(tiles * split / units)                          (wave quantisation)
+    compute_s  = waves * 2 * tile_m * tile_n * (K / split) / (peak / units) / eff_gemm(M)
+    memory_s   = (weights of experts with tokens + activations) / (bw * eff_mem)
+    time_s     = max(compute_s, memory_s) + launches * launch_overhead_s
+
+Split-K (or stream-K) is how cuBLAS/CUTLASS keep all units busy when a thin GEMM has fewer
+output tiles than units; each split still reads >= 512 of K. ``eff_gemm(M)`` is the profile's ``efficiency.gemm`` curve at the mean tokens per hit expert.
+In expectation, an expert with inclusion ``p_hit`` and mean count ``c`` contributes
+``p_hit * ceil(max(c / p_hit, 1) / tile_m)`` row tiles (its mean count given that it was hit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GemmCost:
+    """Arrays ``[rows, devices]``."""
+
+    time_s: np.ndarray
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    flops: np.ndarray
+    bytes: np.ndarray
+    launches: np.ndarray
+
+
+def row_tiles(counts: np.ndarray, hit: np.ndarray, tile_m: int) -> np.ndarray:
+    """Expected row tiles per slot: ``hit * ceil(max(counts/hit, 1) / tile_m)``; 0 if never hit."""
+    safe_hit = np.where(hit > 0, hit, 1.0)
+    per_hit = np.maximum(counts / safe_hit, 1.0)
+    return np.where(hit > 0, hit * np.ceil(per_hit / tile_m - 1e-9), 0.0)
+
+
+def per_device_sum(values: np.ndarray, slot_device: np.ndarray, num_devices: int) -> np.ndarray:
+    """Sum ``[rows, slots]`` over the slots of each device -> ``[rows, devices]``."""
+    onehot = np.zeros((slot_device.size, num_devices))
+    onehot[np.arange(slot_device.size), slot_device] = 1.0
+    return values @ onehot
+
+
+def grouped_gemm(counts: np.ndarray, hit: np.ndarray, slot_device: np.ndarray, num_devices: int,
+                 k_dim, n_dim, weight_bytes_per_slot, act_bytes_per_token, *, peak_flops_per_s,
+                 units: int, tile_m: int, tile_n: int, eff_gemm, mem_bytes_per_s, eff_mem,
+                 launch_overhead_s: float, grouped: bool = True) -> GemmCost:
+    """Cost of one grouped GEMM over every slot's tokens, per device.
+
+    ``counts``/``hit``: ``[rows, slots]`` tokens per slot and P(slot has >= 1 token) (0/1 when
+    sampled). ``k_dim``, ``n_dim``, ``weight_bytes_per_slot``, ``act_bytes_per_token``,
+    ``peak_flops_per_s``, ``mem_bytes_per_s``, ``eff_mem``: scalars or ``[rows]``.
+    ``eff_gemm``: a function from tokens per hit expert ``[rows, devices]`` to efficiency.
+    """
+    col = lambda x: np.asarray(x, dtype=float).reshape(-1, 1)  # noqa: E731
+    k_dim, n_dim = col(k_dim), col(n_dim)
+    tiles = per_device_sum(row_tiles(counts, hit, tile_m), slot_device, num_devices)
+    tiles = tiles * np.ceil(n_dim / tile_n)
+    max_split = np.maximum(np.floor(k_dim / 512.0), 1.0)
+    split = np.clip(np.floor(units / np.maximum(tiles, 1e-12)), 1.0, max_split)
+    waves = np.ceil(tiles * split / units - 1e-9)
+    tokens = per_device_sum(counts, slot_device, num_devices)
+    experts_hit = per_device_sum(hit, slot_device, num_devices)
+    m_mean = tokens / np.maximum(experts_hit, 1e-12)
+    per_unit = col(peak_flops_per_s) / units
+    compute_s = waves * 2.0 * tile_m * tile_n * (k_dim / split) / per_unit / eff_gemm(m_mean)
+    flops = 2.0 * tokens * k_dim * n_dim
+    nbytes = experts_hit * col(weight_bytes_per_slot) + tokens * col(act_bytes_per_token)
+    memory_s = nbytes / (col(mem_bytes_per_s) * col(eff_mem))
+    launches = np.where(tokens > 0, 1.0, 0.0) if grouped else experts_hit
+    time_s = np.maximum(compute_s, memory_s) + launches * launch_overhead_s
+    return GemmCost(time_s, compute_s, memory_s, flops, nbytes, launches)
+
+
+def streaming_time(nbytes, mem_bytes_per_s, eff_mem, launches, launch_overhead_s) -> np.ndarray:
+    """A memory-bound kernel (permute, activation, combine): bytes / (bw * eff) + launches."""
+    return np.asarray(nbytes) / (mem_bytes_per_s * eff_mem) + launches * launch_overhead_s

@@ -1,0 +1,171 @@
+"""One MoE layer's forward time per device, phase by phase; the layer ends with the slowest device.
+
+Phases on each device (``tokens`` = T tokens entering the layer on that device):
+
+- ``router``: GEMM [T, hidden] x [hidden, experts] + score/top-k kernel (reads the logits);
+- ``permute``: gather the T * top_k (token, expert) rows into expert order;
+- ``dispatch``: all-to-all of the rows to the devices owning their experts (``comm``);
+- ``experts``: grouped GEMMs gate/up [M_e, hidden] x [hidden, (m-1) * ffn], activation,
+  down [M_e, ffn] x [ffn, hidden] over the slots of the device (``gemm``);
+- ``shared_experts``: the same FFN, dense, over all T tokens;
+- ``combine``: the mirror all-to-all bringing expert outputs home;
+- ``unpermute``: weighted sum of each token's top_k outputs.
+
+Overlap modes combine them per device: ``none`` (sum), ``shared`` (shared experts under the
+dispatch: ``max(dispatch, shared_experts)``) and ``two-batch`` (two micro-batches of T/2; in the
+steady state of consecutive layers the compute stream and the communication stream each do two
+micro-batches' work: ``2 * max(compute(T/2), comm(T/2))``, as in DeepSeek-V3's dual micro-batch
+overlap and SGLang's two-batch overlap).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from moesim.core import comm, gemm
+
+PHASES = ("router", "permute", "dispatch", "experts", "shared_experts", "combine", "unpermute")
+COMPUTE_PHASES = ("router", "permute", "experts", "shared_experts", "unpermute")
+OVERLAP_MODES = ("none", "shared", "two-batch")
+
+
+@dataclass(frozen=True)
+class DeviceParams:
+    """Hardware numbers for one profile (scalars, SI units)."""
+
+    units: int
+    tile_m: int
+    tile_n: int
+    launch_overhead_s: float
+    grouped_gemm: bool
+    mem_bytes_per_s: float
+    mem_eff: float
+    up_bytes_per_s: float
+    up_eff: float
+    up_latency_s: float
+    out_bytes_per_s: float
+    out_eff: float
+    out_latency_s: float
+
+
+@dataclass(frozen=True)
+class LayerRows:
+    """Per-row model/run numbers, arrays ``[rows]`` (SI units, bytes already per dtype)."""
+
+    tokens: np.ndarray  # tokens per device entering the layer
+    hidden: np.ndarray
+    expert_ffn: np.ndarray
+    shared_ffn: np.ndarray  # shared_experts * shared_expert_ffn (0 when none)
+    matrices: np.ndarray  # 3 gated, 2 not
+    top_k: np.ndarray
+    experts: np.ndarray
+    weight_bytes_per_param: np.ndarray  # incl. block scales
+    act_bytes: np.ndarray  # per activation element
+    dispatch_bytes_per_copy: np.ndarray
+    combine_bytes_per_copy: np.ndarray
+    peak_gemm_flops_per_s: np.ndarray  # expert/shared GEMMs (compute dtype)
+    peak_router_flops_per_s: np.ndarray  # router GEMM (activation dtype)
+    gemm_eff: object  # callable(tokens per hit expert [rows, D]) -> efficiency [rows, D]
+    router_eff: object
+
+    def halved(self) -> "LayerRows":
+        from dataclasses import replace
+
+        return replace(self, tokens=self.tokens / 2.0)
+
+
+def _col(x) -> np.ndarray:
+    return np.asarray(x, dtype=float).reshape(-1, 1)
+
+
+def _dense(hw: DeviceParams, tokens, k_dim, n_dim, weight_bytes, act_bytes, peak, eff) -> gemm.GemmCost:
+    """A dense GEMM on every device (router, shared experts): one 'slot' holding all tokens."""
+    counts = _col(tokens)
+    hit = (counts > 0).astype(float)
+    return gemm.grouped_gemm(counts, hit, np.zeros(1, dtype=int), 1, k_dim, n_dim, weight_bytes,
+                             act_bytes, peak_flops_per_s=peak, units=hw.units, tile_m=hw.tile_m,
+                             tile_n=hw.tile_n, eff_gemm=eff, mem_bytes_per_s=hw.mem_bytes_per_s,
+                             eff_mem=hw.mem_eff, launch_overhead_s=hw.launch_overhead_s)
+
+
+def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_devices: int,
+                counts: np.ndarray, hit: np.ndarray, volumes: dict[str, np.ndarray]) -> dict:
+    """Per-phase cost arrays ``[rows, devices]`` plus the work counters behind them."""
+    h, f, m, a = rows.hidden, rows.expert_ffn, rows.matrices, rows.act_bytes
+    t, k = rows.tokens, rows.top_k
+    launch = hw.launch_overhead_s
+    stream = lambda nbytes, launches: gemm.streaming_time(  # noqa: E731
+        nbytes, hw.mem_bytes_per_s, hw.mem_eff, launches, launch)
+
+    router = _dense(hw, t, h, rows.experts, h * rows.experts * a, (h + rows.experts) * a,
+                    rows.peak_router_flops_per_s, rows.router_eff)
+    score_bytes = _col(t * rows.experts * 4.0 * 2 + t * k * 8.0)  # fp32 logits in/out, ids+weights
+    router_s = router.time_s + stream(score_bytes, 2)
+    rows_bytes = _col(t * k * h * a)
+    permute_s = stream(rows_bytes * 2, 2)  # read + write every (token, expert) row
+    unpermute_s = stream(rows_bytes + _col(t * h * a), 2)
+
+    kw = dict(units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n, mem_bytes_per_s=hw.mem_bytes_per_s,
+              eff_mem=hw.mem_eff, launch_overhead_s=launch, grouped=hw.grouped_gemm,
+              peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff)
+    up_n = (m - 1) * f
+    g1 = gemm.grouped_gemm(counts, hit, slot_device, num_devices, h, up_n,
+                           h * up_n * rows.weight_bytes_per_param, (h + up_n) * a, **kw)
+    g2 = gemm.grouped_gemm(counts, hit, slot_device, num_devices, f, h,
+                           h * f * rows.weight_bytes_per_param, (f + h) * a, **kw)
+    dev_tokens = gemm.per_device_sum(counts, slot_device, num_devices)
+    act_launch = 1.0 if hw.grouped_gemm else gemm.per_device_sum(hit, slot_device, num_devices)
+    act_s = stream(dev_tokens * _col((up_n + f) * a), np.where(dev_tokens > 0, act_launch, 0.0))
+    experts_s = g1.time_s + g2.time_s + act_s
+
+    sf = rows.shared_ffn
+    has_shared = sf > 0
+    s1 = _dense(hw, t * has_shared, h, (m - 1) * sf, h * (m - 1) * sf * rows.weight_bytes_per_param,
+                (h + (m - 1) * sf) * a, rows.peak_gemm_flops_per_s, rows.gemm_eff)
+    s2 = _dense(hw, t * has_shared, sf, h, h * sf * rows.weight_bytes_per_param, (sf + h) * a,
+                rows.peak_gemm_flops_per_s, rows.gemm_eff)
+    shared_act = stream(_col(t * has_shared * ((m - 1) * sf + sf) * a), _col(has_shared * 1.0))
+    shared_s = s1.time_s + s2.time_s + shared_act
+
+    link = dict(up_bytes_per_s=hw.up_bytes_per_s, up_eff=hw.up_eff, up_latency_s=hw.up_latency_s,
+                out_bytes_per_s=hw.out_bytes_per_s, out_eff=hw.out_eff,
+                out_latency_s=hw.out_latency_s, launch_overhead_s=launch)
+    dispatch = comm.alltoall(volumes, rows.dispatch_bytes_per_copy, **link)
+    combine = comm.alltoall(volumes, rows.combine_bytes_per_copy, reverse=True, **link)
+
+    ones = np.ones((1, num_devices))
+    phases = {
+        "router": router_s * ones, "permute": permute_s * ones, "dispatch": dispatch.time_s,
+        "experts": experts_s, "shared_experts": shared_s * ones, "combine": combine.time_s,
+        "unpermute": unpermute_s * ones,
+    }
+    expert_compute = g1.compute_s + g2.compute_s
+    expert_memory = g1.memory_s + g2.memory_s + act_s
+    return {
+        "phases": phases,
+        "experts_bound": np.where(expert_compute >= expert_memory, "compute", "memory"),
+        "shared_bound": np.broadcast_to(np.where(
+            s1.compute_s + s2.compute_s >= s1.memory_s + s2.memory_s + shared_act,
+            "compute", "memory"), (len(t), num_devices)),
+        "dispatch": dispatch, "combine": combine,
+        "flops": (router.flops + s1.flops + s2.flops) * ones + g1.flops + g2.flops,
+        "hbm_bytes": (router.bytes + s1.bytes + s2.bytes + score_bytes + rows_bytes * 3) * ones
+        + g1.bytes + g2.bytes + dev_tokens * _col((up_n + f) * a),
+        "dev_tokens": dev_tokens,
+        "experts_hit": gemm.per_device_sum(hit, slot_device, num_devices),
+    }
+
+
+def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,
+                   half: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Per-device layer time ``[rows, devices]`` under each row's overlap mode (0/1/2 codes)."""
+    serial = sum(phases[p] for p in PHASES)
+    shared = serial - phases["dispatch"] - phases["shared_experts"] + np.maximum(
+        phases["dispatch"], phases["shared_experts"])
+    total = np.where(_col(overlap) == 1, shared, serial)
+    if half is not None:
+        compute = sum(half[p] for p in COMPUTE_PHASES)
+        comm_s = half["dispatch"] + half["combine"]
+        total = np.where(_col(overlap) == 2, 2.0 * np.maximum(compute, comm_s), total)
+    return total

@@ -1,0 +1,83 @@
+"""Per-slot token counts and per-device traffic, in expectation or sampled.
+
+Expectation (``expected_loads``): slot counts ``T_total * q_e * share``; P(slot hit)
+``1 - (1 - q_e * share)**T_total``. The slowest device's load fluctuates above its mean; its
+expected maximum over D devices is approximated by ``mu_d + z_D * sigma_d`` (Gaussian loads,
+``z_D`` = expected max of D standard normals), applied as a factor to each device's counts and
+received volumes. Sampled (``sampled_loads``): multinomial counts per source device.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.core import traffic
+from moesim.core.placement import Placement
+from moesim.core.routing import expected_max_std_normal
+
+
+def slot_probs(q: np.ndarray, placement: Placement) -> np.ndarray:
+    """P(a token sends one of its choices to slot i) ``[slots]``."""
+    return q[placement.slot_expert] * placement.slot_share
+
+
+def expected_loads(q: np.ndarray, placement: Placement, tokens_per_device: np.ndarray,
+                   volumes: dict[str, np.ndarray]):
+    """(counts, hit, volumes, imbalance) with the fluctuation factor applied; arrays per row."""
+    p = slot_probs(q, placement)
+    total = np.asarray(tokens_per_device, dtype=float)[:, None] * placement.num_devices
+    counts = total * p
+    hit = 1.0 - np.power(1.0 - np.minimum(p, 1.0), total)
+    mu = np.zeros((counts.shape[0], placement.num_devices))
+    var = np.zeros_like(mu)
+    np.add.at(mu.T, placement.slot_device, counts.T)
+    np.add.at(var.T, placement.slot_device, (total * p * (1.0 - np.minimum(p, 1.0))).T)
+    z = float(expected_max_std_normal(placement.num_devices))
+    factor = 1.0 + z * np.sqrt(var) / np.maximum(mu, 1e-12)
+    factor = np.where(mu > 0, factor, 1.0)
+    counts = counts * factor[:, placement.slot_device]
+    scaled = dict(volumes)
+    for key in ("recv_intra", "recv_inter"):
+        scaled[key] = volumes[key] * factor
+    mean_load = mu.mean(axis=1, keepdims=True)
+    imbalance = (mu * factor).max(axis=1) / np.maximum(mean_load[:, 0], 1e-12)
+    return counts, hit, scaled, imbalance
+
+
+def sampled_loads(q: np.ndarray, placement: Placement, tokens_per_device: int, top_k: int,
+                  samples: int, rng: np.random.Generator, kernel: str, domain_size: int,
+                  copies: dict[str, np.ndarray]):
+    """(counts, hit, volumes, imbalance) for ``samples`` random batches; rows = samples.
+
+    Per source device, its ``T * top_k`` (token, expert) pairs fall on slots multinomially with
+    probabilities ``q_e * share / top_k``. Per-expert traffic counts those pairs off the source;
+    per-device/hierarchical traffic samples tokens hitting each device/node as binomials with
+    the closed-form hit probabilities; padded traffic is fixed.
+    """
+    d = placement.num_devices
+    p = slot_probs(q, placement) / top_k
+    per_src = rng.multinomial(tokens_per_device * top_k, p / p.sum(), size=(samples, d))
+    counts = per_src.sum(axis=1).astype(float)  # [samples, slots]
+    hit = (counts > 0).astype(float)
+    onehot = np.zeros((p.size, d))
+    onehot[np.arange(p.size), placement.slot_device] = 1.0
+    if kernel == "per-expert":
+        pair = per_src @ onehot  # [samples, src, dst]
+    elif kernel in ("per-device", "hierarchical"):
+        pair = rng.binomial(tokens_per_device, np.clip(copies["to_device"], 0, 1),
+                            size=(samples, d, d)).astype(float)
+    else:
+        pair = np.broadcast_to(copies["to_device"] * tokens_per_device, (samples, d, d)).copy()
+    node = traffic.node_of_device(d, domain_size)
+    idx = np.arange(d)
+    pair[:, idx, idx] = 0.0
+    same = (node[:, None] == node[None, :]).astype(float)
+    vol = {"send_intra": (pair * same).sum(axis=2), "send_inter": (pair * (1 - same)).sum(axis=2),
+           "recv_intra": (pair * same).sum(axis=1), "recv_inter": (pair * (1 - same)).sum(axis=1)}
+    if kernel == "hierarchical":
+        expected = traffic.device_volumes(copies, np.full(samples, float(tokens_per_device)),
+                                          domain_size, kernel)
+        for key in ("send_inter", "recv_inter"):
+            vol[key] = expected[key]  # node-level copies: use their expectation
+    loads = counts @ onehot
+    imbalance = loads.max(axis=1) / np.maximum(loads.mean(axis=1), 1e-12)
+    return counts, hit, vol, imbalance

@@ -1,0 +1,159 @@
+"""Token-to-expert routing distributions, in expectation and sampled.
+
+A distribution is summarised by ``q[e]``: the probability that one token selects expert ``e``
+among its ``top_k`` (so ``sum(q) == top_k`` and ``q <= 1``). Expected counts are ``tokens * q``.
+Specs: ``uniform``, ``zipf:S`` (share of expert of rank r proportional to r**-S, ranks placed on
+experts by a seeded permutation), ``probs:p0,p1,...`` (explicit shares), ``trace:PATH`` (expert
+ids, one row per token, ``top_k`` columns; ``.npy`` or whitespace/comma text).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+from moesim.config.errors import ConfigError
+
+ROUTING_KINDS = ("uniform", "zipf", "probs", "trace")
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A parsed routing spec. ``param`` is the Zipf exponent; ``values`` explicit shares."""
+
+    kind: str
+    param: float = 0.0
+    values: tuple[float, ...] = ()
+    path: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.kind == "zipf":
+            return f"zipf:{self.param:g}"
+        if self.kind == "trace":
+            return f"trace:{self.path}"
+        if self.kind == "probs":
+            return "probs:" + ",".join(f"{v:g}" for v in self.values)
+        return self.kind
+
+
+@lru_cache(maxsize=1024)
+def parse_routing(spec: str) -> Routing:
+    """Parse a routing spec string; a bad one is a ConfigError naming ``routing``."""
+    text = str(spec).strip()
+    kind, _, arg = text.partition(":")
+    expected = "expected 'uniform', 'zipf:S' (S >= 0), 'probs:p0,p1,...' or 'trace:PATH'"
+    if kind == "uniform" and not arg:
+        return Routing("uniform")
+    if kind == "zipf":
+        try:
+            s = float(arg)
+        except ValueError:
+            raise ConfigError(f"bad Zipf exponent in '{text}'; {expected}", field="routing") from None
+        if s < 0:
+            raise ConfigError(f"Zipf exponent must be >= 0, got {s}", field="routing")
+        return Routing("zipf", param=s)
+    if kind == "probs":
+        try:
+            values = tuple(float(v) for v in arg.split(","))
+        except ValueError:
+            raise ConfigError(f"bad probabilities in '{text}'; {expected}", field="routing") from None
+        if any(v < 0 for v in values) or sum(values) <= 0:
+            raise ConfigError("probabilities must be >= 0 with a positive sum", field="routing")
+        return Routing("probs", values=values)
+    if kind == "trace" and arg:
+        return Routing("trace", path=arg)
+    raise ConfigError(f"unknown routing '{text}'; {expected}", field="routing")
+
+
+def load_trace(path: str | Path) -> np.ndarray:
+    """Expert ids ``[num_tokens, top_k]`` (int64) from ``.npy`` or text."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            ids = np.load(path, allow_pickle=False)
+        else:
+            ids = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read trace: {exc}", file=str(path), field="routing") from None
+    if ids.ndim != 2 or ids.size == 0:
+        raise ConfigError(f"trace must be a 2-D table [num_tokens, top_k], got shape {ids.shape}",
+                          file=str(path), field="routing")
+    return ids.astype(np.int64)
+
+
+def cap_inclusion(shares: np.ndarray, top_k: int) -> np.ndarray:
+    """Per-token inclusion ``q = min(1, c * share)`` with ``c`` set so that ``sum(q) == top_k``.
+
+    A token picks ``top_k`` distinct experts, so no expert can be chosen by more than every
+    token; mass above 1 is water-filled onto the others.
+    """
+    shares = np.asarray(shares, dtype=float)
+    shares = shares / shares.sum()
+    q = np.zeros_like(shares)
+    free = np.ones(shares.shape, dtype=bool)
+    budget = float(top_k)
+    for _ in range(shares.size):
+        scale = budget / shares[free].sum()
+        trial = shares * scale
+        over = free & (trial >= 1.0)
+        if not over.any():
+            q[free] = trial[free]
+            break
+        q[over] = 1.0
+        budget -= over.sum()
+        free &= ~over
+    return q
+
+
+def zipf_shares(experts: int, s: float, seed: int = 0) -> np.ndarray:
+    """Shares proportional to ``rank**-s``; ranks are placed on experts by a seeded permutation."""
+    ranks = np.random.default_rng(seed).permutation(experts) + 1
+    return ranks.astype(float) ** -s
+
+
+def inclusion_probs(routing: Routing | str, experts: int, top_k: int, seed: int = 0) -> np.ndarray:
+    """``q[e]``: probability that a token selects expert ``e``; ``sum(q) == top_k``."""
+    if isinstance(routing, str):
+        routing = parse_routing(routing)
+    if routing.kind == "uniform":
+        return np.full(experts, top_k / experts)
+    if routing.kind == "zipf":
+        return cap_inclusion(zipf_shares(experts, routing.param, seed), top_k)
+    if routing.kind == "probs":
+        if len(routing.values) != experts:
+            raise ConfigError(f"probs has {len(routing.values)} values; expected one per expert "
+                              f"({experts})", field="routing")
+        return cap_inclusion(np.array(routing.values), top_k)
+    ids = load_trace(routing.path)
+    if ids.shape[1] != top_k or ids.max() >= experts or ids.min() < 0:
+        raise ConfigError(f"trace has {ids.shape[1]} columns and ids in [{ids.min()}, {ids.max()}];"
+                          f" expected top_k={top_k} columns and ids in [0, {experts - 1}]",
+                          file=routing.path, field="routing")
+    return np.bincount(ids.ravel(), minlength=experts) / ids.shape[0]
+
+
+def expected_distinct_experts(q: np.ndarray, tokens) -> np.ndarray:
+    """E[# experts hit by ``tokens`` tokens] = sum_e 1 - (1 - q_e)**tokens (tokens independent)."""
+    tokens = np.asarray(tokens, dtype=float)[..., None]
+    return (1.0 - (1.0 - q) ** tokens).sum(axis=-1)
+
+
+def expected_max_std_normal(n) -> np.ndarray:
+    """E[max of n iid N(0,1)], Blom's approximation Phi^-1((n - 0.375) / (n + 0.25)); 0 for n=1."""
+    n = np.asarray(n, dtype=float)
+    return norm.ppf((n - 0.375) / (n + 0.25))
+
+
+def sample_counts(q: np.ndarray, tokens: int, top_k: int, samples: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Per-expert token counts ``[samples, experts]`` for ``tokens`` tokens.
+
+    Multinomial over the ``tokens * top_k`` (token, expert) pairs with probabilities ``q/top_k``:
+    the same means as top-k-without-replacement and variance ``tokens*q*(1-q/top_k)`` instead of
+    ``tokens*q*(1-q)`` (the distinctness constraint is dropped; close when ``q`` is small).
+    """
+    return rng.multinomial(tokens * top_k, q / top_k, size=samples)

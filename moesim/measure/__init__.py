@@ -1,0 +1,24 @@
+"""Measurement side of moesim: real MoE layers in torch, instrumented by phase.
+
+The only moesim package besides ``moesim.harness`` that imports torch. ``forced`` is numpy only.
+Names are imported lazily, so ``moesim.measure.forced`` loads without torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "MoELayer": "layers", "EPMoELayer": "ep", "EPStats": "ep", "NullTimer": "timers",
+    "WallTimer": "timers", "NULL_TIMER": "timers", "PHASES": "timers",
+    "sample_topk_ids": "forced", "zipf_probs": "forced", "uniform_probs": "forced",
+    "contiguous_placement": "placement", "check_placement": "placement",
+    "grouped_mm_supported": "experts",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'moesim.measure' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"moesim.measure.{_EXPORTS[name]}"), name)

@@ -1,0 +1,142 @@
+"""Expert-parallel MoE layer over ``torch.distributed`` (gloo on CPU, nccl on CUDA).
+
+Each rank routes its own tokens, sends one row per (token, chosen expert) to the rank holding
+that expert ("per-expert" kernel family: no de-duplication of a token sent to two experts on one
+rank), runs its local experts, and gets the results back:
+
+router -> permute (sort pairs by destination rank and slot) -> dispatch (counts, then rows, via
+``all_to_all_single`` with uneven splits) -> permute (received rows by local expert) -> experts
+-> unpermute -> combine (rows back) -> unpermute (weighted sum per token) -> shared experts.
+With one rank no process group is needed and the exchanges are identities.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+
+from moesim.config import MoEModel
+from moesim.measure.experts import Experts, Gemm, SharedExperts
+from moesim.measure.layers import unpermute
+from moesim.measure.placement import ReplicaTable
+from moesim.measure.routing import Router, Routing, forced_ids
+from moesim.measure.timers import NULL_TIMER
+from moesim.measure.weights import torch_dtype
+
+
+@dataclass
+class EPStats:
+    """One forward pass on one rank. Bytes and rows count only traffic to/from other ranks."""
+
+    rank: int
+    num_ranks: int
+    rows_local: int                # pairs this rank routes to its own experts
+    dispatch_rows_sent: int
+    dispatch_rows_recv: int
+    dispatch_bytes_sent: int
+    dispatch_bytes_recv: int
+    combine_bytes_sent: int
+    combine_bytes_recv: int
+    count_bytes_sent: int          # the per-(rank, slot) count exchange before dispatch
+    tokens_per_local_expert: list[int]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _exchange(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group,
+              num_ranks: int) -> torch.Tensor:
+    """``all_to_all_single`` of rows ``x [sum(in_splits), ...]`` -> ``[sum(out_splits), ...]``."""
+    if num_ranks == 1:
+        return x
+    out = x.new_empty((sum(out_splits),) + tuple(x.shape[1:]))
+    dist.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=group)
+    return out
+
+
+class EPMoELayer(torch.nn.Module):
+    """The experts ``placement[rank]`` of one MoE layer, plus a replicated router and shared
+    experts; weights equal ``MoELayer(model, seed=seed)``'s.
+
+    ``placement [num_ranks][...]``: expert ids per rank (see ``moesim.measure.placement``).
+    ``forward(x [num_tokens, hidden])`` is collective: every rank of ``group`` calls it.
+    ``last_stats`` holds the ``EPStats`` of the latest forward.
+    """
+
+    def __init__(self, model: MoEModel, placement: list[list[int]], *, rank: int | None = None,
+                 group=None, dtype: str | torch.dtype | None = None, device=None, seed: int = 0,
+                 routing: Routing | None = None, norm_topk: bool = True, gemm: Gemm = "auto"):
+        super().__init__()
+        self.model, self.group, self.routing = model, group, routing
+        self.dtype = torch_dtype(dtype if dtype is not None else model.activation_dtype)
+        self.table = ReplicaTable(placement, model.experts, device=device)
+        self.num_ranks = self.table.num_ranks
+        initialised = dist.is_available() and dist.is_initialized()
+        if initialised and dist.get_world_size(group) != self.num_ranks:
+            raise ValueError(f"placement has {self.num_ranks} ranks, the process group "
+                             f"{dist.get_world_size(group)}")
+        if not initialised and self.num_ranks > 1:
+            raise ValueError(f"{self.num_ranks} ranks need an initialised process group")
+        self.rank = rank if rank is not None else (dist.get_rank(group) if initialised else 0)
+        kw = dict(dtype=self.dtype, device=device, seed=seed)
+        self.router = Router(model, norm_topk=norm_topk, **kw)
+        self.experts = Experts(model, self.table.placement[self.rank], gemm=gemm, **kw)
+        self.shared = SharedExperts(model, **kw) if model.shared_experts else None
+        self.last_stats: EPStats | None = None
+
+    def forward(self, x: torch.Tensor, timer=NULL_TIMER,
+                topk_idx: Routing | None = None) -> torch.Tensor:
+        """``x [num_tokens, hidden]`` (this rank's tokens) -> ``[num_tokens, hidden]``."""
+        m, table, ranks = self.model, self.table, self.num_ranks
+        num_tokens, slots = x.shape[0], table.max_local
+        forced = forced_ids(topk_idx if topk_idx is not None else self.routing, num_tokens,
+                            m.top_k, m.experts, x.device)
+        with timer.phase("router"):
+            topk_idx, topk_weights = self.router(x, forced)
+        with timer.phase("permute"):
+            token_index = torch.arange(num_tokens, device=x.device)
+            dest, slot = table.destinations(topk_idx, token_index)
+            key = (dest * slots + slot).reshape(-1)
+            order = torch.argsort(key, stable=True)
+            token_of = torch.div(order, m.top_k, rounding_mode="floor")
+            send_x = x.index_select(0, token_of)
+            send_counts = torch.bincount(key, minlength=ranks * slots)
+        with timer.phase("dispatch"):
+            recv_counts = _exchange(send_counts, [slots] * ranks, [slots] * ranks, self.group,
+                                    ranks).view(ranks, slots)
+            send_splits = send_counts.view(ranks, slots).sum(1).tolist()
+            recv_splits = recv_counts.sum(1).tolist()
+            recv_x = _exchange(send_x, recv_splits, send_splits, self.group, ranks)
+        with timer.phase("permute"):
+            slot_of_row = torch.arange(slots, device=x.device).repeat(ranks)
+            slot_of_row = slot_of_row.repeat_interleave(recv_counts.reshape(-1))
+            local_order = torch.argsort(slot_of_row, stable=True)
+            x_local = recv_x.index_select(0, local_order)
+            counts_local = recv_counts.sum(0)[:len(self.experts.expert_ids)]
+        with timer.phase("experts"):
+            y_local = self.experts(x_local, counts_local)
+        with timer.phase("unpermute"):
+            y_recv = torch.empty_like(y_local).index_copy_(0, local_order, y_local)
+        with timer.phase("combine"):
+            y_send = _exchange(y_recv, send_splits, recv_splits, self.group, ranks)
+        with timer.phase("unpermute"):
+            out = unpermute(y_send, token_of, topk_weights.reshape(-1)[order], num_tokens)
+        if self.shared is not None:
+            with timer.phase("shared_experts"):
+                out = out + self.shared(x)
+        self.last_stats = self._stats(send_splits, recv_splits, send_x, y_recv, counts_local)
+        return out
+
+    def _stats(self, send_splits, recv_splits, send_x, y_recv, counts_local) -> EPStats:
+        me = self.rank
+        sent, recv = sum(send_splits) - send_splits[me], sum(recv_splits) - recv_splits[me]
+        row_in = send_x.shape[1] * send_x.element_size()
+        row_out = y_recv.shape[1] * y_recv.element_size()
+        return EPStats(
+            rank=me, num_ranks=self.num_ranks, rows_local=send_splits[me],
+            dispatch_rows_sent=sent, dispatch_rows_recv=recv,
+            dispatch_bytes_sent=sent * row_in, dispatch_bytes_recv=recv * row_in,
+            combine_bytes_sent=recv * row_out, combine_bytes_recv=sent * row_out,
+            count_bytes_sent=(self.num_ranks - 1) * self.table.max_local * 8,
+            tokens_per_local_expert=counts_local.tolist())

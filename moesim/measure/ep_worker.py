@@ -1,0 +1,128 @@
+"""Expert-parallel check and measurement, one process per rank.
+
+    torchrun --standalone --nproc_per_node=N -m moesim.measure.ep_worker --cases cases.json \
+        --out ep.jsonl
+
+Every rank builds the same weights (same seed), takes its slice of a seeded global batch (and of
+the forced ``topk_idx`` when routing is forced), runs ``EPMoELayer`` and checks its output
+against a single-device ``MoELayer`` on the same tokens. Rank 0 appends one JSON line per case
+with every rank's phase seconds and bytes. Without torchrun it runs as a single rank.
+
+A case (JSON object): ``model`` (MoEModel fields, or a preset name), ``placement`` (expert ids per
+rank; default contiguous), ``tokens_per_rank``, ``routing`` ("learned", "uniform" or "zipf:S"),
+``dtype`` (default float32), ``seed``, ``iters`` (timed forwards after one warm-up), ``gemm``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+from moesim.config import MoEModel, load_model
+from moesim.measure.ep import EPMoELayer
+from moesim.measure.forced import sample_topk_ids, uniform_probs, zipf_probs
+from moesim.measure.layers import MoELayer
+from moesim.measure.placement import contiguous_placement, pairs_off_rank
+from moesim.measure.timers import WallTimer
+
+
+def _model(spec) -> MoEModel:
+    return load_model(spec) if isinstance(spec, str) else MoEModel(**spec)
+
+
+def _forced(routing: str, model: MoEModel, num_tokens: int, seed: int):
+    """Global forced ``topk_idx [num_tokens, num_topk]``, or None for the learned router."""
+    if routing == "learned":
+        return None
+    if routing == "uniform":
+        probs = uniform_probs(model.experts)
+    elif routing.startswith("zipf:"):
+        probs = zipf_probs(model.experts, float(routing.split(":", 1)[1]))
+    else:
+        raise ValueError(f"routing must be learned, uniform or zipf:S, got {routing!r}")
+    return torch.from_numpy(sample_topk_ids(probs, num_tokens, model.top_k, seed))
+
+
+def run_case(case: dict, rank: int, num_ranks: int, device: torch.device, group=None) -> dict:
+    """Run one case on this rank; returns its record (``ok``, errors, seconds, bytes)."""
+    model = _model(case["model"])
+    placement = case.get("placement") or contiguous_placement(model.experts, num_ranks)
+    seed, tokens = int(case.get("seed", 0)), int(case["tokens_per_rank"])
+    dtype = case.get("dtype", "float32")
+    gen = torch.Generator().manual_seed(seed)
+    x_all = torch.randn(num_ranks * tokens, model.hidden, generator=gen, dtype=torch.float64)
+    mine = slice(rank * tokens, (rank + 1) * tokens)
+    kw = dict(dtype=dtype, device=device, seed=seed, gemm=case.get("gemm", "auto"))
+    layer = EPMoELayer(model, placement, rank=rank, group=group, **kw)
+    x = x_all[mine].to(dtype=layer.dtype, device=device)
+    forced = _forced(case.get("routing", "learned"), model, num_ranks * tokens, seed)
+    ids = forced[mine] if forced is not None else None
+    layer(x, topk_idx=ids)                              # warm-up
+    timer, iters = WallTimer(device), int(case.get("iters", 1))
+    for _ in range(iters):
+        out = layer(x, timer, topk_idx=ids)
+    reference = MoELayer(model, **kw)
+    expected = reference(x, topk_idx=ids)
+    err = (out.double() - expected.double()).abs().max().item() if tokens else 0.0
+    try:
+        torch.testing.assert_close(out, expected)
+        ok = True
+    except AssertionError:
+        ok = False
+    if ids is None:
+        ids, _ = reference.router(x)
+    return {"rank": rank, "ok": ok, "max_abs_err": err, "tokens": tokens,
+            "seconds": {k: v / iters for k, v in timer.seconds.items()},
+            "pairs_off_rank": pairs_off_rank(ids.tolist(), range(tokens), placement, rank),
+            "element_bytes": out.element_size(), **layer.last_stats.as_dict()}
+
+
+def _setup() -> tuple[int, int, torch.device, str | None]:
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), device, backend
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", required=True, help="JSON file: a case or a list of cases")
+    parser.add_argument("--out", required=True, help="JSON-lines file rank 0 appends to")
+    args = parser.parse_args(argv)
+    with open(args.cases) as f:
+        cases = json.load(f)
+    cases = [cases] if isinstance(cases, dict) else cases
+    rank, num_ranks, device, backend = _setup()
+    all_ok = True
+    try:
+        for case in cases:
+            record = run_case(case, rank, num_ranks, device)
+            records = [record]
+            if num_ranks > 1:
+                records = [None] * num_ranks
+                dist.all_gather_object(records, record)
+            all_ok &= all(r["ok"] for r in records)
+            if rank == 0:
+                line = {"case": case.get("name", ""), "num_ranks": num_ranks,
+                        "backend": backend, "device": str(device), "torch": torch.__version__,
+                        "case_spec": case, "ranks": records}
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(line) + "\n")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Seeded Monte Carlo over routed batches: the distribution of layer time, not just its mean."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from moesim.config.run import OVERLAP_CODES
+from moesim.core import layer, loads
+from moesim.result import PredictResult, assemble_outputs
+
+
+def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResult:
+    """Re-evaluate ``frame``'s single config on ``samples`` sampled batches (seed = run seed).
+
+    Each sample draws every device's (token, expert) pairs (see ``loads.sampled_loads``); the
+    result's ``time_s`` and breakdown are sample means, ``extra`` holds p50/p99/std.
+    """
+    from moesim.predict import SIGNATURE, _group_setup, _layer_rows, device_params
+
+    if samples < 2:
+        from moesim.config import ConfigError
+
+        raise ConfigError(f"samples must be >= 2, got {samples}", field="samples")
+    row = frame.iloc[0]
+    sig = {k: row[k] for k in SIGNATURE}
+    hw_, q, place, copies = _group_setup(sig)
+    sub = frame.iloc[[0] * samples].reset_index(drop=True)
+    rows = _layer_rows(sub, hw)
+    rng = np.random.default_rng(int(row["seed"]))
+    top_k = int(row["top_k"])
+
+    def evaluate(r: layer.LayerRows, tokens: int):
+        counts, hit, vol, imbalance = loads.sampled_loads(
+            q, place, tokens, top_k, samples, rng, row["a2a_kernel"], hw.scale_up.domain_size,
+            copies)
+        return layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
+                                 counts, hit, vol), imbalance
+
+    overlap = np.full(samples, OVERLAP_CODES[row["overlap"]])
+    costs, imbalance = evaluate(rows, int(row["tokens"]))
+    half = None
+    if overlap[0] == 2:
+        half = evaluate(rows.halved(), max(1, int(row["tokens"]) // 2))[0]["phases"]
+    out = assemble_outputs(costs, overlap, half, rows, sub, hw, place, imbalance)
+    t = out["time_s"]
+    return replace(
+        expected, time_s=float(t.mean()),
+        tokens_per_s=float(row["tokens"]) * place.num_devices / float(t.mean()),
+        breakdown_s={p: float(out[f"{p}_s"].mean()) for p in layer.PHASES},
+        load_imbalance=float(out["load_imbalance"].mean()),
+        extra={"mode": "montecarlo", "samples": samples, "time_p50_s": float(np.percentile(t, 50)),
+               "time_p99_s": float(np.percentile(t, 99)), "time_std_s": float(t.std(ddof=1)),
+               "expected_time_s": expected.time_s})

@@ -1,0 +1,224 @@
+"""Public prediction API: ``predict`` for one config, ``predict_many`` for a DataFrame of them.
+
+``predict_many`` groups rows that share a routing/placement signature (experts, top_k, groups,
+ep, placement, routing, seed, a2a kernel, hardware) and evaluates each group with numpy arrays
+``[rows, slots]`` / ``[rows, devices]``, so sweeps of 1e5 configs take seconds.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from moesim.config import ConfigError, MODEL_FIELDS, load_model, load_profile
+from moesim.config.dtypes import bytes_per_element, bytes_with_scales
+from moesim.config.errors import unknown
+from moesim.config.run import OVERLAP_CODES, RUN_FIELDS, validate_run
+from moesim.core import layer, loads, placement as placement_mod, routing, traffic
+from moesim.result import OUTPUT_COLUMNS, PredictResult, assemble_outputs
+
+SIGNATURE = ["hardware", "experts", "top_k", "num_groups", "topk_groups", "ep", "placement",
+             "routing", "seed", "a2a_kernel", "capacity_factor"]
+RUN_DEFAULTS = {"ep": 1, "placement": "contiguous", "routing": "uniform", "overlap": "none",
+                "a2a_kernel": "per-expert", "capacity_factor": 1.0, "seed": 0}
+INPUT_FIELDS = ("model", "hardware") + MODEL_FIELDS + RUN_FIELDS
+
+
+@lru_cache(maxsize=4096)
+def _inclusion(spec: str, experts: int, top_k: int, seed: int) -> np.ndarray:
+    return routing.inclusion_probs(spec, experts, top_k, seed)
+
+
+@lru_cache(maxsize=4096)
+def _placement(spec: str, experts: int, ep: int, routing_spec: str, top_k: int, seed: int):
+    return placement_mod.build_placement(spec, experts, ep, _inclusion(routing_spec, experts,
+                                                                        top_k, seed))
+
+
+def device_params(hw) -> layer.DeviceParams:
+    eff = hw.efficiency
+    return layer.DeviceParams(
+        units=hw.compute.units, tile_m=hw.compute.gemm_tile_m, tile_n=hw.compute.gemm_tile_n,
+        launch_overhead_s=hw.compute.launch_overhead_s, grouped_gemm=hw.compute.grouped_gemm,
+        mem_bytes_per_s=hw.memory.bandwidth_bytes_per_s, mem_eff=float(eff.memory_bandwidth.at(1.0)),
+        up_bytes_per_s=hw.scale_up.bandwidth_bytes_per_s,
+        up_eff=float(eff.scale_up_bandwidth.at(1.0)), up_latency_s=hw.scale_up.latency_s,
+        out_bytes_per_s=hw.scale_out.bandwidth_bytes_per_s,
+        out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s)
+
+
+def _eff_by_dtype(curve, dtypes: np.ndarray):
+    """Callable: tokens per hit expert [rows, D] -> efficiency, looked up per row's dtype."""
+    def lookup(m_mean: np.ndarray) -> np.ndarray:
+        out = np.empty_like(m_mean)
+        for dtype in np.unique(dtypes):
+            mask = dtypes == dtype
+            out[mask] = curve.at(m_mean[mask], dtype)
+        return out
+    return lookup
+
+
+def _resolve_models(df: pd.DataFrame) -> pd.DataFrame:
+    """One resolved model per row: preset + overrides, validated once per unique combination."""
+    cols = [c for c in MODEL_FIELDS if c in df.columns]
+    if "model" not in df.columns:
+        df = df.assign(model="custom")
+    keys = df[["model"] + cols].astype(object).where(df[["model"] + cols].notna(), None)
+    uniq = keys.drop_duplicates()
+    resolved = []
+    for _, row in uniq.iterrows():
+        overrides = {c: _py(row[c]) for c in cols if row[c] is not None}
+        name = row["model"]
+        if name == "custom":
+            from moesim.config.model import validate_model
+
+            model = validate_model(overrides)
+        else:
+            model = load_model(name, **overrides)
+        resolved.append({**{c: row[c] for c in ["model"] + cols},
+                         **{f"_m_{k}": v for k, v in model.model_dump().items()}})
+    table = pd.DataFrame(resolved)
+    merged = keys.merge(table, on=["model"] + cols, how="left")
+    merged.index = df.index
+    return merged
+
+
+def _py(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _check_columns(df: pd.DataFrame) -> None:
+    for col in df.columns:
+        if col not in INPUT_FIELDS and col not in OUTPUT_COLUMNS:
+            raise ConfigError(unknown("config field", col, INPUT_FIELDS), field=col)
+    for col in ("hardware", "tokens"):
+        if col not in df.columns:
+            raise ConfigError(f"missing required column '{col}'", field=col)
+
+
+def _check_run_values(df: pd.DataFrame) -> None:
+    cols = list(RUN_FIELDS)
+    for _, row in df[cols].drop_duplicates().iterrows():
+        validate_run({c: _py(row[c]) for c in cols})
+
+
+def predict_many(df: pd.DataFrame) -> pd.DataFrame:
+    """Evaluate every row (a config) of ``df``; returns ``df`` plus the output columns.
+
+    Columns: ``model`` (preset name/path; 'custom' or absent with all model fields given),
+    ``hardware``, ``tokens``; optionally any model field and run field.
+    """
+    df = df.reset_index(drop=True).copy()
+    _check_columns(df)
+    for key, value in RUN_DEFAULTS.items():
+        if key not in df.columns:
+            df[key] = value
+    _check_run_values(df)
+    models = _resolve_models(df)
+    work = pd.DataFrame({k[3:]: models[k] for k in models.columns if k.startswith("_m_")})
+    for key in RUN_FIELDS + ("hardware",):
+        work[key] = df[key].values
+    outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
+               for name, kind in OUTPUT_COLUMNS.items()}
+    for key, idx in work.groupby(SIGNATURE, sort=False).indices.items():
+        _evaluate_group(dict(zip(SIGNATURE, key)), work.iloc[idx], idx, outputs)
+    for name, values in outputs.items():
+        df[name] = values
+    return df
+
+
+def _layer_rows(sub: pd.DataFrame, hw) -> layer.LayerRows:
+    gemm_dtype = sub["compute_dtype"].where(sub["compute_dtype"].notna(), sub["weight_dtype"])
+    gemm_dtype = gemm_dtype.to_numpy(dtype=object)
+    act_dtype = sub["activation_dtype"].to_numpy(dtype=object)
+    peaks = {d: hw.peak_flops_per_s(d) for d in set(gemm_dtype) | set(act_dtype)}
+    f = lambda c: sub[c].to_numpy(dtype=float)  # noqa: E731
+    per = lambda col, fn: np.array([fn(v) for v in sub[col]], dtype=float)  # noqa: E731
+    return layer.LayerRows(
+        tokens=f("tokens"), hidden=f("hidden"), expert_ffn=f("expert_ffn"),
+        shared_ffn=f("shared_experts") * f("shared_expert_ffn"),
+        matrices=np.where(sub["gated"].to_numpy(dtype=bool), 3.0, 2.0), top_k=f("top_k"),
+        experts=f("experts"),
+        weight_bytes_per_param=per("weight_dtype", lambda d: bytes_with_scales(d, 1 << 20) / (1 << 20)),
+        act_bytes=per("activation_dtype", bytes_per_element),
+        dispatch_bytes_per_copy=np.array([float(traffic.token_bytes(h, d)) for h, d in
+                                          zip(sub["hidden"], sub["dispatch_dtype"])]),
+        combine_bytes_per_copy=np.array([float(traffic.token_bytes(h, d)) for h, d in
+                                         zip(sub["hidden"], sub["combine_dtype"])]),
+        peak_gemm_flops_per_s=np.array([peaks[d] for d in gemm_dtype]),
+        peak_router_flops_per_s=np.array([peaks[d] for d in act_dtype]),
+        gemm_eff=_eff_by_dtype(hw.efficiency.gemm, gemm_dtype),
+        router_eff=_eff_by_dtype(hw.efficiency.gemm, act_dtype))
+
+
+def _group_setup(sig: dict):
+    hw = load_profile(sig["hardware"])
+    experts, top_k, ep, seed = (int(sig[k]) for k in ("experts", "top_k", "ep", "seed"))
+    q = _inclusion(sig["routing"], experts, top_k, seed)
+    place = _placement(sig["placement"], experts, ep, sig["routing"], top_k, seed)
+    copies = traffic.copies_per_token(sig["a2a_kernel"], place, q, top_k, int(sig["num_groups"]),
+                                      int(sig["topk_groups"]), hw.scale_up.domain_size,
+                                      float(sig["capacity_factor"]))
+    return hw, q, place, copies
+
+
+def _evaluate_group(sig: dict, sub: pd.DataFrame, idx: np.ndarray, outputs: dict) -> None:
+    try:
+        hw, q, place, copies = _group_setup(sig)
+        rows = _layer_rows(sub, hw)
+    except ConfigError as exc:
+        where = ", ".join(f"{k}={sig[k]}" for k in ("hardware", "experts", "ep", "placement"))
+        raise ConfigError(f"{exc.message} [config: {where}]", field=exc.field, file=exc.file) from None
+    domain = hw.scale_up.domain_size
+
+    def evaluate(r: layer.LayerRows):
+        vol = traffic.device_volumes(copies, r.tokens, domain, sig["a2a_kernel"])
+        counts, hit, vol, imbalance = loads.expected_loads(q, place, r.tokens, vol)
+        return layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
+                                 counts, hit, vol), imbalance
+
+    overlap = sub["overlap"].map(OVERLAP_CODES).to_numpy()
+    costs, imbalance = evaluate(rows)
+    half = evaluate(rows.halved())[0]["phases"] if (overlap == 2).any() else None
+    result = assemble_outputs(costs, overlap, half, rows, sub, hw, place, imbalance)
+    for name, values in result.items():
+        outputs[name][idx] = values
+
+
+def _split_overrides(overrides: dict) -> tuple[dict, dict]:
+    model_kw, run_kw = {}, {}
+    for key, value in overrides.items():
+        if key in MODEL_FIELDS:
+            model_kw[key] = value
+        elif key in RUN_FIELDS:
+            run_kw[key] = value
+        else:
+            raise ConfigError(unknown("field", key, MODEL_FIELDS + RUN_FIELDS), field=key)
+    return model_kw, run_kw
+
+
+def predict(model="mixtral-8x7b", hardware="h100-sxm", tokens: int = 1, *, mode: str = "expected",
+            samples: int = 200, **overrides) -> PredictResult:
+    """Predict one MoE layer's forward pass.
+
+    ``model``: preset name, YAML/config.json path or ``MoEModel``; ``hardware``: profile name or
+    path; ``tokens``: tokens per device entering the layer; ``overrides``: any model or run
+    field (``ep``, ``placement``, ``routing``, ``overlap``, ``experts``, ``top_k`` ...).
+    ``mode='montecarlo'`` samples ``samples`` routed batches and reports mean and p99.
+    """
+    model_kw, run_kw = _split_overrides(overrides)
+    moe = load_model(model, **model_kw)
+    run = validate_run({"tokens": tokens, **run_kw})
+    hw = load_profile(hardware)
+    row = {**moe.model_dump(exclude={"name", "description", "source"}), **run.model_dump(),
+           "model": "custom", "hardware": str(hardware)}
+    frame = predict_many(pd.DataFrame([row]))
+    result = PredictResult.from_row(frame.iloc[0], model_name=moe.name, hardware=hw.name)
+    if mode == "expected":
+        return result
+    if mode != "montecarlo":
+        raise ConfigError(f"unknown mode '{mode}'; expected 'expected' or 'montecarlo'", field="mode")
+    from moesim.montecarlo import montecarlo
+
+    return montecarlo(result, frame, hw, samples)
