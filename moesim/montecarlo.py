@@ -25,7 +25,7 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
     row = frame.iloc[0]
     sig = {k: row[k] for k in SIGNATURE}
     hw_, q, place, copies = _group_setup(sig)
-    sub = frame.iloc[[0] * samples].reset_index(drop=True)
+    sub = {c: np.repeat(frame[c].to_numpy(dtype=object), samples) for c in frame.columns}
     rows = _layer_rows(sub, hw)
     rng = np.random.default_rng(int(row["seed"]))
     top_k = int(row["top_k"])
@@ -41,7 +41,7 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
     costs, imbalance = evaluate(rows, int(row["tokens"]))
     half = None
     if overlap[0] == 2:
-        half = evaluate(rows.halved(), max(1, int(row["tokens"]) // 2))[0]["phases"]
+        half = evaluate(rows.subset(overlap == 2, 0.5), max(1, int(row["tokens"]) // 2))[0]["phases"]
     out = assemble_outputs(costs, overlap, half, rows, sub, hw, place, imbalance)
     t = out["time_s"]
     return replace(

@@ -48,17 +48,6 @@ def device_params(hw) -> layer.DeviceParams:
         out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s)
 
 
-def _eff_by_dtype(curve, dtypes: np.ndarray):
-    """Callable: tokens per hit expert [rows, D] -> efficiency, looked up per row's dtype."""
-    def lookup(m_mean: np.ndarray) -> np.ndarray:
-        out = np.empty_like(m_mean)
-        for dtype in np.unique(dtypes):
-            mask = dtypes == dtype
-            out[mask] = curve.at(m_mean[mask], dtype)
-        return out
-    return lookup
-
-
 def _resolve_models(df: pd.DataFrame) -> pd.DataFrame:
     """One resolved model per row: preset + overrides, validated once per unique combination."""
     cols = [c for c in MODEL_FIELDS if c in df.columns]
@@ -121,35 +110,55 @@ def predict_many(df: pd.DataFrame) -> pd.DataFrame:
         work[key] = df[key].values
     outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
                for name, kind in OUTPUT_COLUMNS.items()}
+    columns = {c: work[c].to_numpy(dtype=object if work[c].dtype.kind not in "biuf" else None)
+               for c in work.columns}
     for key, idx in work.groupby(SIGNATURE, sort=False).indices.items():
-        _evaluate_group(dict(zip(SIGNATURE, key)), work.iloc[idx], idx, outputs)
+        sub = {c: values[idx] for c, values in columns.items()}
+        _evaluate_group(dict(zip(SIGNATURE, key)), sub, idx, outputs)
     for name, values in outputs.items():
         df[name] = values
     return df
 
 
-def _layer_rows(sub: pd.DataFrame, hw) -> layer.LayerRows:
-    gemm_dtype = sub["compute_dtype"].where(sub["compute_dtype"].notna(), sub["weight_dtype"])
-    gemm_dtype = gemm_dtype.to_numpy(dtype=object)
-    act_dtype = sub["activation_dtype"].to_numpy(dtype=object)
-    peaks = {d: hw.peak_flops_per_s(d) for d in set(gemm_dtype) | set(act_dtype)}
-    f = lambda c: sub[c].to_numpy(dtype=float)  # noqa: E731
-    per = lambda col, fn: np.array([fn(v) for v in sub[col]], dtype=float)  # noqa: E731
+def _map(fn, *columns: np.ndarray) -> np.ndarray:
+    """``fn`` applied per row, evaluated once per distinct combination of the columns."""
+    codes = np.zeros(len(columns[0]), dtype=np.int64)
+    uniques = []
+    for column in columns:
+        c, u = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=False)
+        codes = codes * len(u) + c
+        uniques.append(u)
+    combos, inverse = np.unique(codes, return_inverse=True)
+    values = []
+    for combo in combos:
+        args = []
+        for u in reversed(uniques):
+            combo, i = divmod(int(combo), len(u))
+            args.append(u[i])
+        values.append(fn(*reversed(args)))
+    return np.asarray(values, dtype=float)[inverse]
+
+
+def _layer_rows(sub: dict, hw) -> layer.LayerRows:
+    compute = sub["compute_dtype"]
+    gemm_dtype = np.where(pd.isna(compute), sub["weight_dtype"], compute).astype(object)
+    act_dtype = sub["activation_dtype"].astype(object)
+    f = lambda c: np.asarray(sub[c], dtype=float)  # noqa: E731
     return layer.LayerRows(
         tokens=f("tokens"), hidden=f("hidden"), expert_ffn=f("expert_ffn"),
         shared_ffn=f("shared_experts") * f("shared_expert_ffn"),
-        matrices=np.where(sub["gated"].to_numpy(dtype=bool), 3.0, 2.0), top_k=f("top_k"),
+        matrices=np.where(np.asarray(sub["gated"], dtype=bool), 3.0, 2.0), top_k=f("top_k"),
         experts=f("experts"),
-        weight_bytes_per_param=per("weight_dtype", lambda d: bytes_with_scales(d, 1 << 20) / (1 << 20)),
-        act_bytes=per("activation_dtype", bytes_per_element),
-        dispatch_bytes_per_copy=np.array([float(traffic.token_bytes(h, d)) for h, d in
-                                          zip(sub["hidden"], sub["dispatch_dtype"])]),
-        combine_bytes_per_copy=np.array([float(traffic.token_bytes(h, d)) for h, d in
-                                         zip(sub["hidden"], sub["combine_dtype"])]),
-        peak_gemm_flops_per_s=np.array([peaks[d] for d in gemm_dtype]),
-        peak_router_flops_per_s=np.array([peaks[d] for d in act_dtype]),
-        gemm_eff=_eff_by_dtype(hw.efficiency.gemm, gemm_dtype),
-        router_eff=_eff_by_dtype(hw.efficiency.gemm, act_dtype))
+        weight_bytes_per_param=_map(lambda d: bytes_with_scales(d, 1 << 20) / (1 << 20),
+                                    sub["weight_dtype"]),
+        act_bytes=_map(bytes_per_element, act_dtype),
+        dispatch_bytes_per_copy=_map(lambda h, d: float(traffic.token_bytes(h, d)),
+                                     sub["hidden"], sub["dispatch_dtype"]),
+        combine_bytes_per_copy=_map(lambda h, d: float(traffic.token_bytes(h, d)),
+                                    sub["hidden"], sub["combine_dtype"]),
+        peak_gemm_flops_per_s=_map(hw.peak_flops_per_s, gemm_dtype),
+        peak_router_flops_per_s=_map(hw.peak_flops_per_s, act_dtype),
+        gemm_dtype=gemm_dtype, act_dtype=act_dtype, gemm_curve=hw.efficiency.gemm)
 
 
 def _group_setup(sig: dict):
@@ -163,7 +172,7 @@ def _group_setup(sig: dict):
     return hw, q, place, copies
 
 
-def _evaluate_group(sig: dict, sub: pd.DataFrame, idx: np.ndarray, outputs: dict) -> None:
+def _evaluate_group(sig: dict, sub: dict, idx: np.ndarray, outputs: dict) -> None:
     try:
         hw, q, place, copies = _group_setup(sig)
         rows = _layer_rows(sub, hw)
@@ -178,9 +187,10 @@ def _evaluate_group(sig: dict, sub: pd.DataFrame, idx: np.ndarray, outputs: dict
         return layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
                                  counts, hit, vol), imbalance
 
-    overlap = sub["overlap"].map(OVERLAP_CODES).to_numpy()
+    overlap = _map(OVERLAP_CODES.get, sub["overlap"]).astype(int)
     costs, imbalance = evaluate(rows)
-    half = evaluate(rows.halved())[0]["phases"] if (overlap == 2).any() else None
+    two = overlap == 2
+    half = evaluate(rows.subset(two, 0.5))[0]["phases"] if two.any() else None
     result = assemble_outputs(costs, overlap, half, rows, sub, hw, place, imbalance)
     for name, values in result.items():
         outputs[name][idx] = values

@@ -34,8 +34,9 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
     two = overlap == 2
     breakdown = {}
     for p in layer.PHASES:
-        full = _pick(phases[p], dev)
-        breakdown[p] = np.where(two, 2.0 * _pick(half[p], dev), full) if half is not None else full
+        breakdown[p] = _pick(phases[p], dev)
+        if half is not None:
+            breakdown[p][two] = 2.0 * _pick(half[p], dev[two])
     stack = np.stack([breakdown[p] for p in layer.PHASES], axis=1)
     top = stack.argmax(axis=1)
     dispatch, combine = costs["dispatch"], costs["combine"]
@@ -46,12 +47,14 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
         "dispatch": link, "combine": link,
     }
     names = np.array(layer.PHASES, dtype=object)[top]
-    bottleneck = np.array([f"{n}:{resource[n][i] if n in resource else 'memory'}"
-                           for i, n in enumerate(names)], dtype=object)
+    res = np.full(names.shape, "memory", dtype=object)
+    for phase, values in resource.items():
+        res = np.where(names == phase, values.astype(object), res)
+    bottleneck = names + ":" + res
 
     wbpp = rows.weight_bytes_per_param
     up_n = (rows.matrices - 1) * rows.expert_ffn
-    moe_layers = sub["moe_layers"].to_numpy(dtype=float)
+    moe_layers = np.asarray(sub["moe_layers"], dtype=float)
     weights = moe_layers * wbpp * (place.slots_per_device * rows.matrices * rows.hidden * rows.expert_ffn
                                    + rows.matrices * rows.hidden * rows.shared_ffn) \
         + moe_layers * rows.hidden * rows.experts * rows.act_bytes

@@ -90,6 +90,10 @@ def _count(layers: int, is_moe: Callable[[int], bool]) -> dict:
     return {"moe_layers": moe, "dense_layers": layers - moe}
 
 
+def _every(layer: int) -> bool:
+    return True
+
+
 def _top_k(c: _Json) -> int:
     """``num_experts_per_tok``; gpt-oss also writes ``experts_per_token``."""
     what = "the number of experts each token is routed to"
@@ -109,11 +113,11 @@ def _all_moe(c: _Json, experts_key: str) -> dict:
             "expert_ffn": c.require("intermediate_size", "the intermediate size of one expert"),
             "experts": c.require(experts_key, "the number of routed experts per layer"),
             "top_k": _top_k(c),
-            **_count(c.require("num_hidden_layers", "the number of decoder layers"), lambda i: True)}
+            **_count(c.require("num_hidden_layers", "the number of decoder layers"), _every)}
 
 
 def _qwen(c: _Json, model_type: str) -> dict:
-    """Qwen2-MoE has one gated shared expert of ``shared_expert_intermediate_size``; Qwen3-MoE none."""
+    """Qwen2-MoE: one shared expert of ``shared_expert_intermediate_size``; Qwen3-MoE: none."""
     layers = c.require("num_hidden_layers", "the number of decoder layers")
     step = c.optional("decoder_sparse_step", 1, "the MoE layer period", 1)
     dense = set(c.int_list("mlp_only_layers", "the layers with a dense MLP") or [])
@@ -155,12 +159,13 @@ def _dbrx(c: _Json, model_type: str) -> dict:
             "expert_ffn": ffn.require("ffn_hidden_size", "the intermediate size of one expert"),
             "experts": ffn.require("moe_num_experts", "the number of routed experts per layer"),
             "top_k": ffn.require("moe_top_k", "the number of experts each token is routed to"),
-            **_count(c.require("n_layers", "the number of decoder layers"), lambda i: True)}
+            **_count(c.require("n_layers", "the number of decoder layers"), _every)}
 
 
 def _llama4(c: _Json, model_type: str) -> dict:
-    """Llama 4: routed experts and one shared expert of ``intermediate_size``; the dense layers'
-    ``intermediate_size_mlp`` has no moesim field. The router applies a sigmoid to the top-k logits."""
+    """Llama 4: routed experts and one shared expert, both of ``intermediate_size``; the dense
+    layers' ``intermediate_size_mlp`` has no moesim field. The router applies a sigmoid to the
+    selected logits."""
     text = c.nested("text_config", "the language model settings") if model_type == "llama4" else c
     layers = text.require("num_hidden_layers", "the number of decoder layers")
     step = text.optional("interleave_moe_layer_step", 1, "the MoE layer period", 1)
@@ -199,8 +204,9 @@ def _model_type(c: _Json) -> str:
         if arch in _ARCHITECTURES:
             return _ARCHITECTURES[arch]
     if model_type is None:
+        archs = ", ".join(sorted(_ARCHITECTURES))
         raise c.error("model_type", unknown("model_type", "(missing)", _READERS)
-                      + f"; or architectures containing one of: {', '.join(sorted(_ARCHITECTURES))}")
+                      + f"; or architectures containing one of: {archs}")
     raise c.error("model_type", unknown("MoE model_type", model_type, _READERS))
 
 

@@ -42,39 +42,59 @@ def row_tiles(counts: np.ndarray, hit: np.ndarray, tile_m: int) -> np.ndarray:
 
 
 def per_device_sum(values: np.ndarray, slot_device: np.ndarray, num_devices: int) -> np.ndarray:
-    """Sum ``[rows, slots]`` over the slots of each device -> ``[rows, devices]``."""
+    """Sum ``[rows, slots]`` over the slots of each device -> ``[rows, devices]``.
+
+    Placements list slots device by device with equal counts, so this is a reshape-sum.
+    """
+    per = slot_device.size // num_devices
+    if per * num_devices == slot_device.size and np.array_equal(
+            slot_device, np.repeat(np.arange(num_devices), per)):
+        return values.reshape(values.shape[0], num_devices, per).sum(axis=2)
     onehot = np.zeros((slot_device.size, num_devices))
     onehot[np.arange(slot_device.size), slot_device] = 1.0
     return values @ onehot
 
 
-def grouped_gemm(counts: np.ndarray, hit: np.ndarray, slot_device: np.ndarray, num_devices: int,
-                 k_dim, n_dim, weight_bytes_per_slot, act_bytes_per_token, *, peak_flops_per_s,
-                 units: int, tile_m: int, tile_n: int, eff_gemm, mem_bytes_per_s, eff_mem,
-                 launch_overhead_s: float, grouped: bool = True) -> GemmCost:
-    """Cost of one grouped GEMM over every slot's tokens, per device.
+@dataclass(frozen=True)
+class DeviceLoad:
+    """Per-device aggregates of slot loads ``[rows, devices]``: row tiles, tokens, experts hit."""
 
-    ``counts``/``hit``: ``[rows, slots]`` tokens per slot and P(slot has >= 1 token) (0/1 when
-    sampled). ``k_dim``, ``n_dim``, ``weight_bytes_per_slot``, ``act_bytes_per_token``,
+    row_tiles: np.ndarray
+    tokens: np.ndarray
+    experts_hit: np.ndarray
+
+    @classmethod
+    def from_slots(cls, counts: np.ndarray, hit: np.ndarray, slot_device: np.ndarray,
+                   num_devices: int, tile_m: int) -> "DeviceLoad":
+        """``counts``/``hit``: ``[rows, slots]`` tokens per slot and P(slot has >= 1 token)."""
+        return cls(per_device_sum(row_tiles(counts, hit, tile_m), slot_device, num_devices),
+                   per_device_sum(counts, slot_device, num_devices),
+                   per_device_sum(hit, slot_device, num_devices))
+
+
+def grouped_gemm(load: DeviceLoad, k_dim, n_dim, weight_bytes_per_slot, act_bytes_per_token, *,
+                 peak_flops_per_s, units: int, tile_m: int, tile_n: int, eff_gemm,
+                 mem_bytes_per_s, eff_mem, launch_overhead_s: float,
+                 grouped: bool = True) -> GemmCost:
+    """Cost of one grouped GEMM over every slot's tokens, per device ``[rows, devices]``.
+
+    ``k_dim``, ``n_dim``, ``weight_bytes_per_slot``, ``act_bytes_per_token``,
     ``peak_flops_per_s``, ``mem_bytes_per_s``, ``eff_mem``: scalars or ``[rows]``.
     ``eff_gemm``: a function from tokens per hit expert ``[rows, devices]`` to efficiency.
     """
     col = lambda x: np.asarray(x, dtype=float).reshape(-1, 1)  # noqa: E731
     k_dim, n_dim = col(k_dim), col(n_dim)
-    tiles = per_device_sum(row_tiles(counts, hit, tile_m), slot_device, num_devices)
-    tiles = tiles * np.ceil(n_dim / tile_n)
+    tiles = load.row_tiles * np.ceil(n_dim / tile_n)
     max_split = np.maximum(np.floor(k_dim / 512.0), 1.0)
     split = np.clip(np.floor(units / np.maximum(tiles, 1e-12)), 1.0, max_split)
     waves = np.ceil(tiles * split / units - 1e-9)
-    tokens = per_device_sum(counts, slot_device, num_devices)
-    experts_hit = per_device_sum(hit, slot_device, num_devices)
-    m_mean = tokens / np.maximum(experts_hit, 1e-12)
+    m_mean = load.tokens / np.maximum(load.experts_hit, 1e-12)
     per_unit = col(peak_flops_per_s) / units
     compute_s = waves * 2.0 * tile_m * tile_n * (k_dim / split) / per_unit / eff_gemm(m_mean)
-    flops = 2.0 * tokens * k_dim * n_dim
-    nbytes = experts_hit * col(weight_bytes_per_slot) + tokens * col(act_bytes_per_token)
+    flops = 2.0 * load.tokens * k_dim * n_dim
+    nbytes = load.experts_hit * col(weight_bytes_per_slot) + load.tokens * col(act_bytes_per_token)
     memory_s = nbytes / (col(mem_bytes_per_s) * col(eff_mem))
-    launches = np.where(tokens > 0, 1.0, 0.0) if grouped else experts_hit
+    launches = np.where(load.tokens > 0, 1.0, 0.0) if grouped else load.experts_hit
     time_s = np.maximum(compute_s, memory_s) + launches * launch_overhead_s
     return GemmCost(time_s, compute_s, memory_s, flops, nbytes, launches)
 

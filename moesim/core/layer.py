@@ -66,13 +66,35 @@ class LayerRows:
     combine_bytes_per_copy: np.ndarray
     peak_gemm_flops_per_s: np.ndarray  # expert/shared GEMMs (compute dtype)
     peak_router_flops_per_s: np.ndarray  # router GEMM (activation dtype)
-    gemm_eff: object  # callable(tokens per hit expert [rows, D]) -> efficiency [rows, D]
-    router_eff: object
+    gemm_dtype: np.ndarray  # object array of dtype names
+    act_dtype: np.ndarray
+    gemm_curve: object  # the profile's efficiency.gemm (an ``Efficiency``)
 
-    def halved(self) -> "LayerRows":
-        from dataclasses import replace
+    def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray) -> np.ndarray:
+        first = dtypes[0]
+        if (dtypes == first).all():
+            return self.gemm_curve.at(m_mean, first)
+        out = np.empty_like(m_mean)
+        for dtype in set(dtypes):
+            mask = dtypes == dtype
+            out[mask] = self.gemm_curve.at(m_mean[mask], dtype)
+        return out
 
-        return replace(self, tokens=self.tokens / 2.0)
+    def gemm_eff(self, m_mean: np.ndarray) -> np.ndarray:
+        """GEMM efficiency at tokens per hit expert ``[rows, D]`` for each row's compute dtype."""
+        return self._eff(self.gemm_dtype, m_mean)
+
+    def router_eff(self, m_mean: np.ndarray) -> np.ndarray:
+        return self._eff(self.act_dtype, m_mean)
+
+    def subset(self, mask: np.ndarray, token_scale: float = 1.0) -> "LayerRows":
+        """The rows where ``mask`` holds, with tokens scaled (two-batch uses 0.5)."""
+        from dataclasses import fields, replace
+
+        arrays = {f.name: getattr(self, f.name)[mask] for f in fields(self)
+                  if isinstance(getattr(self, f.name), np.ndarray)}
+        arrays["tokens"] = arrays["tokens"] * token_scale
+        return replace(self, **arrays)
 
 
 def _col(x) -> np.ndarray:
@@ -83,7 +105,8 @@ def _dense(hw: DeviceParams, tokens, k_dim, n_dim, weight_bytes, act_bytes, peak
     """A dense GEMM on every device (router, shared experts): one 'slot' holding all tokens."""
     counts = _col(tokens)
     hit = (counts > 0).astype(float)
-    return gemm.grouped_gemm(counts, hit, np.zeros(1, dtype=int), 1, k_dim, n_dim, weight_bytes,
+    load = gemm.DeviceLoad(np.ceil(counts / hw.tile_m - 1e-9), counts, hit)
+    return gemm.grouped_gemm(load, k_dim, n_dim, weight_bytes,
                              act_bytes, peak_flops_per_s=peak, units=hw.units, tile_m=hw.tile_m,
                              tile_n=hw.tile_n, eff_gemm=eff, mem_bytes_per_s=hw.mem_bytes_per_s,
                              eff_mem=hw.mem_eff, launch_overhead_s=hw.launch_overhead_s)
@@ -110,12 +133,11 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
               eff_mem=hw.mem_eff, launch_overhead_s=launch, grouped=hw.grouped_gemm,
               peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff)
     up_n = (m - 1) * f
-    g1 = gemm.grouped_gemm(counts, hit, slot_device, num_devices, h, up_n,
-                           h * up_n * rows.weight_bytes_per_param, (h + up_n) * a, **kw)
-    g2 = gemm.grouped_gemm(counts, hit, slot_device, num_devices, f, h,
-                           h * f * rows.weight_bytes_per_param, (f + h) * a, **kw)
-    dev_tokens = gemm.per_device_sum(counts, slot_device, num_devices)
-    act_launch = 1.0 if hw.grouped_gemm else gemm.per_device_sum(hit, slot_device, num_devices)
+    load = gemm.DeviceLoad.from_slots(counts, hit, slot_device, num_devices, hw.tile_m)
+    g1 = gemm.grouped_gemm(load, h, up_n, h * up_n * rows.weight_bytes_per_param, (h + up_n) * a, **kw)
+    g2 = gemm.grouped_gemm(load, f, h, h * f * rows.weight_bytes_per_param, (f + h) * a, **kw)
+    dev_tokens = load.tokens
+    act_launch = 1.0 if hw.grouped_gemm else load.experts_hit
     act_s = stream(dev_tokens * _col((up_n + f) * a), np.where(dev_tokens > 0, act_launch, 0.0))
     experts_s = g1.time_s + g2.time_s + act_s
 
@@ -153,13 +175,16 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
         "hbm_bytes": (router.bytes + s1.bytes + s2.bytes + score_bytes + rows_bytes * 3) * ones
         + g1.bytes + g2.bytes + dev_tokens * _col((up_n + f) * a),
         "dev_tokens": dev_tokens,
-        "experts_hit": gemm.per_device_sum(hit, slot_device, num_devices),
+        "experts_hit": load.experts_hit,
     }
 
 
 def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,
                    half: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Per-device layer time ``[rows, devices]`` under each row's overlap mode (0/1/2 codes)."""
+    """Per-device layer time ``[rows, devices]`` under each row's overlap mode (0/1/2 codes).
+
+    ``half``: phases at T/2 for the rows with ``overlap == 2`` only (in their order).
+    """
     serial = sum(phases[p] for p in PHASES)
     shared = serial - phases["dispatch"] - phases["shared_experts"] + np.maximum(
         phases["dispatch"], phases["shared_experts"])
@@ -167,5 +192,5 @@ def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,
     if half is not None:
         compute = sum(half[p] for p in COMPUTE_PHASES)
         comm_s = half["dispatch"] + half["combine"]
-        total = np.where(_col(overlap) == 2, 2.0 * np.maximum(compute, comm_s), total)
+        total[overlap == 2] = 2.0 * np.maximum(compute, comm_s)
     return total

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from moesim.core import traffic
+from moesim.core.gemm import per_device_sum
 from moesim.core.placement import Placement
 from moesim.core.routing import expected_max_std_normal
 
@@ -26,11 +27,11 @@ def expected_loads(q: np.ndarray, placement: Placement, tokens_per_device: np.nd
     p = slot_probs(q, placement)
     total = np.asarray(tokens_per_device, dtype=float)[:, None] * placement.num_devices
     counts = total * p
-    hit = 1.0 - np.power(1.0 - np.minimum(p, 1.0), total)
-    mu = np.zeros((counts.shape[0], placement.num_devices))
-    var = np.zeros_like(mu)
-    np.add.at(mu.T, placement.slot_device, counts.T)
-    np.add.at(var.T, placement.slot_device, (total * p * (1.0 - np.minimum(p, 1.0))).T)
+    log_miss = np.log1p(-np.minimum(p, 1.0 - 1e-15))
+    hit = -np.expm1(total * log_miss)
+    d = placement.num_devices
+    mu = per_device_sum(counts, placement.slot_device, d)
+    var = per_device_sum(counts * (1.0 - np.minimum(p, 1.0)), placement.slot_device, d)
     z = float(expected_max_std_normal(placement.num_devices))
     factor = 1.0 + z * np.sqrt(var) / np.maximum(mu, 1e-12)
     factor = np.where(mu > 0, factor, 1.0)

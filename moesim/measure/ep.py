@@ -88,20 +88,15 @@ class EPMoELayer(torch.nn.Module):
     def forward(self, x: torch.Tensor, timer=NULL_TIMER,
                 topk_idx: Routing | None = None) -> torch.Tensor:
         """``x [num_tokens, hidden]`` (this rank's tokens) -> ``[num_tokens, hidden]``."""
-        m, table, ranks = self.model, self.table, self.num_ranks
-        num_tokens, slots = x.shape[0], table.max_local
+        m, ranks, slots = self.model, self.num_ranks, self.table.max_local
+        num_tokens = x.shape[0]
         forced = forced_ids(topk_idx if topk_idx is not None else self.routing, num_tokens,
                             m.top_k, m.experts, x.device)
         with timer.phase("router"):
             topk_idx, topk_weights = self.router(x, forced)
         with timer.phase("permute"):
-            token_index = torch.arange(num_tokens, device=x.device)
-            dest, slot = table.destinations(topk_idx, token_index)
-            key = (dest * slots + slot).reshape(-1)
-            order = torch.argsort(key, stable=True)
-            token_of = torch.div(order, m.top_k, rounding_mode="floor")
+            order, token_of, send_counts = self._send_order(topk_idx)
             send_x = x.index_select(0, token_of)
-            send_counts = torch.bincount(key, minlength=ranks * slots)
         with timer.phase("dispatch"):
             recv_counts = _exchange(send_counts, [slots] * ranks, [slots] * ranks, self.group,
                                     ranks).view(ranks, slots)
@@ -109,9 +104,7 @@ class EPMoELayer(torch.nn.Module):
             recv_splits = recv_counts.sum(1).tolist()
             recv_x = _exchange(send_x, recv_splits, send_splits, self.group, ranks)
         with timer.phase("permute"):
-            slot_of_row = torch.arange(slots, device=x.device).repeat(ranks)
-            slot_of_row = slot_of_row.repeat_interleave(recv_counts.reshape(-1))
-            local_order = torch.argsort(slot_of_row, stable=True)
+            local_order = self._local_order(recv_counts)
             x_local = recv_x.index_select(0, local_order)
             counts_local = recv_counts.sum(0)[:len(self.experts.expert_ids)]
         with timer.phase("experts"):
@@ -127,6 +120,26 @@ class EPMoELayer(torch.nn.Module):
                 out = out + self.shared(x)
         self.last_stats = self._stats(send_splits, recv_splits, send_x, y_recv, counts_local)
         return out
+
+    def _send_order(self, topk_idx: torch.Tensor):
+        """Pairs sorted by (destination rank, slot there): ``(order [num_pairs]``,
+        ``token_of [num_pairs]``, ``send_counts [num_ranks * max_local])``."""
+        num_tokens, num_topk = topk_idx.shape
+        token_index = torch.arange(num_tokens, device=topk_idx.device)
+        dest, slot = self.table.destinations(topk_idx, token_index)
+        key = (dest * self.table.max_local + slot).reshape(-1)
+        order = torch.argsort(key, stable=True)
+        token_of = torch.div(order, num_topk, rounding_mode="floor")
+        counts = torch.bincount(key, minlength=self.num_ranks * self.table.max_local)
+        return order, token_of, counts
+
+    def _local_order(self, recv_counts: torch.Tensor) -> torch.Tensor:
+        """Received rows (grouped by source rank, then slot) in local-expert order.
+
+        ``recv_counts [num_ranks, max_local]``: rows from each source rank for each slot."""
+        slots = torch.arange(self.table.max_local, device=recv_counts.device)
+        slot_of_row = slots.repeat(self.num_ranks).repeat_interleave(recv_counts.reshape(-1))
+        return torch.argsort(slot_of_row, stable=True)
 
     def _stats(self, send_splits, recv_splits, send_x, y_recv, counts_local) -> EPStats:
         me = self.rank

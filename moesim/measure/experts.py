@@ -105,7 +105,8 @@ class SharedExperts(torch.nn.Module):
 
     def __init__(self, model: MoEModel, *, dtype: torch.dtype, device=None, seed: int = 0):
         super().__init__()
-        self.gated, self.count, self.ffn = model.gated, model.shared_experts, model.shared_expert_ffn
+        self.gated, self.count = model.gated, model.shared_experts
+        self.ffn = model.shared_expert_ffn
         pairs = [expert_matrices(model, self.ffn, seed, SHARED_EXPERT, j, dtype, device)
                  for j in range(self.count)]
         parts = [w.view(model.hidden, model.matrices - 1, self.ffn) for w, _ in pairs]

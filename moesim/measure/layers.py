@@ -77,7 +77,7 @@ class MoELayer(torch.nn.Module):
         with timer.phase("experts"):
             y_sorted = self.experts(x_sorted, counts)
         with timer.phase("unpermute"):
-            out = unpermute(y_sorted, token_of, topk_weights.reshape(-1), num_tokens)
+            out = unpermute(y_sorted, token_of, topk_weights.reshape(-1)[order], num_tokens)
         if self.shared is not None:
             with timer.phase("shared_experts"):
                 out = out + self.shared(x)
