@@ -119,8 +119,6 @@ def test_yaml_typo_names_file_line_and_field(tmp_path):
     assert "did you mean 'num_groups'" in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="yamlio.pydantic_error reports the first pydantic error, "
-                   "'top_k: Field required', before the misspelt 'topk' that explains it")
 def test_yaml_typo_of_required_field_points_at_the_typo(tmp_path):
     path, line = _typo_yaml(tmp_path, "top_k: 2", "topk: 2")
     with pytest.raises(ConfigError) as err:

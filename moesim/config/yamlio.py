@@ -84,9 +84,16 @@ def pydantic_error(exc: Any, doc: LocatedYaml | None = None, file: str | None = 
     """Turn a pydantic ValidationError into a ConfigError naming field, line and expectation."""
     from moesim.config.errors import suggest
 
-    err = exc.errors()[0]
-    loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    errors = exc.errors()
+    # a misspelled key also makes its correct name "missing": report the typo, not the gap
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not loc and model_cls is not None:  # a whole-model check: its message starts with the field
+        first = msg.split(" ", 1)[0]
+        if first in getattr(model_cls, "model_fields", {}):
+            loc = (first,)
+    loc = prefix + loc
     if err["type"] == "extra_forbidden":
         hint = suggest(str(loc[-1]), _field_names(model_cls)) if model_cls else ""
         msg = f"unknown field{hint}"

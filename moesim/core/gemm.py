@@ -11,7 +11,8 @@ tiles of ``tile_m x tile_n`` outputs:
     time_s     = max(compute_s, memory_s) + launches * launch_overhead_s
 
 Split-K (or stream-K) is how cuBLAS/CUTLASS keep all units busy when a thin GEMM has fewer
-output tiles than units; each split still reads >= 512 of K. ``eff_gemm(M)`` is the profile's ``efficiency.gemm`` curve at the mean tokens per hit expert.
+output tiles than units; each split still reads >= 512 of K. ``eff_gemm(M)`` is the profile's ``efficiency.gemm`` curve at the tile-padded tokens per hit
+expert (``tiles * tile_m / experts hit``), so it is constant within a tile.
 In expectation, an expert with inclusion ``p_hit`` and mean count ``c`` contributes
 ``p_hit * ceil(max(c / p_hit, 1) / tile_m)`` row tiles (its mean count given that it was hit).
 """
@@ -88,9 +89,11 @@ def grouped_gemm(load: DeviceLoad, k_dim, n_dim, weight_bytes_per_slot, act_byte
     max_split = np.maximum(np.floor(k_dim / 512.0), 1.0)
     split = np.clip(np.floor(units / np.maximum(tiles, 1e-12)), 1.0, max_split)
     waves = np.ceil(tiles * split / units - 1e-9)
-    m_mean = load.tokens / np.maximum(load.experts_hit, 1e-12)
+    # efficiency is read at the padded rows per hit expert, so it is constant within a tile
+    # and more tokens never make a GEMM faster
+    m_padded = load.row_tiles * tile_m / np.maximum(load.experts_hit, 1e-12)
     per_unit = col(peak_flops_per_s) / units
-    compute_s = waves * 2.0 * tile_m * tile_n * (k_dim / split) / per_unit / eff_gemm(m_mean)
+    compute_s = waves * 2.0 * tile_m * tile_n * (k_dim / split) / per_unit / eff_gemm(m_padded)
     flops = 2.0 * load.tokens * k_dim * n_dim
     nbytes = load.experts_hit * col(weight_bytes_per_slot) + load.tokens * col(act_bytes_per_token)
     memory_s = nbytes / (col(mem_bytes_per_s) * col(eff_mem))

@@ -97,6 +97,8 @@ def cap_inclusion(shares: np.ndarray, top_k: int) -> np.ndarray:
     free = np.ones(shares.shape, dtype=bool)
     budget = float(top_k)
     for _ in range(shares.size):
+        if not free.any() or budget <= 0:
+            break
         scale = budget / shares[free].sum()
         trial = shares * scale
         over = free & (trial >= 1.0)

@@ -1,0 +1,126 @@
+"""The public API and CLI of prediction: names, JSON shape, and clear errors."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import moesim
+from moesim import ConfigError, predict, predict_many
+from moesim.cli import main
+
+JSON_KEYS = {"time_s", "tokens_per_s", "breakdown_s", "bottleneck", "flops", "hbm_bytes",
+             "comm_bytes", "memory_bytes_per_device", "fits_in_memory", "load_imbalance"}
+
+
+def test_predict_result_to_dict():
+    r = predict(model="qwen3-30b-a3b", hardware="h200-sxm", tokens=64, ep=8, top_k=4)
+    d = r.to_dict()
+    assert JSON_KEYS <= d.keys()
+    assert {"router", "dispatch", "experts", "shared_experts", "combine"} <= d["breakdown_s"].keys()
+    assert {"intra_node", "inter_node"} == d["comm_bytes"].keys()
+    assert d["config"]["top_k"] == 4 and d["config"]["ep"] == 8
+    assert r.tokens_per_s == pytest.approx(64 * 8 / r.time_s)
+
+
+def test_predict_many_matches_predict():
+    df = pd.DataFrame({"model": ["mixtral-8x7b", "deepseek-v3"], "hardware": ["h100-sxm", "b200"],
+                       "tokens": [16, 256], "ep": [2, 32], "routing": ["uniform", "zipf:1.0"]})
+    out = predict_many(df)
+    for _, row in out.iterrows():
+        single = predict(row["model"], row["hardware"], int(row["tokens"]), ep=int(row["ep"]),
+                         routing=row["routing"])
+        assert row["time_s"] == pytest.approx(single.time_s, rel=1e-12)
+        assert row["bottleneck"] == single.bottleneck
+    assert list(out.columns[:5]) == list(df.columns)
+
+
+def test_overrides_are_validated_and_applied():
+    base = predict("mixtral-8x7b", "h100-sxm", tokens=1)
+    fp8 = predict("mixtral-8x7b", "h100-sxm", tokens=1, weight_dtype="fp8")
+    # fp8 weights: 1 B + 4 B per 128-element block scale, vs 2 B: ratio 0.516 plus launches
+    assert fp8.breakdown_s["experts"] == pytest.approx(base.breakdown_s["experts"] / 2, rel=0.1)
+    assert fp8.breakdown_s["experts"] < base.breakdown_s["experts"] * 0.6
+
+
+@pytest.mark.parametrize("kwargs,field,expected", [
+    (dict(model="mixtrl-8x7b"), "model", "did you mean 'mixtral-8x7b'"),
+    (dict(hardware="h100-sxn"), "hardware", "did you mean 'h100-sxm'"),
+    (dict(topk=2), "topk", "did you mean 'top_k'"),
+    (dict(hardware="a100-sxm-80gb", weight_dtype="fp8"), "compute_dtype", "no fp8 peak"),
+    (dict(ep=3), "ep", "must divide"),
+    (dict(weight_dtype="fp7"), "weight_dtype", "did you mean 'fp8'"),
+    (dict(overlap="both"), "overlap", "'none', 'shared' or 'two-batch'"),
+    (dict(tokens=0), "tokens", "greater than 0"),
+    (dict(routing="zipf"), "routing", "zipf:S"),
+])
+def test_bad_input_names_field_and_expectation(kwargs, field, expected):
+    args = dict(model="mixtral-8x7b", hardware="h100-sxm", tokens=8) | kwargs
+    with pytest.raises(ConfigError) as err:
+        predict(**args)
+    assert err.value.field == field
+    assert expected in str(err.value)
+
+
+def test_predict_many_rejects_unknown_column():
+    with pytest.raises(ConfigError, match="did you mean 'top_k'"):
+        predict_many(pd.DataFrame({"model": ["mixtral-8x7b"], "hardware": ["h100-sxm"],
+                                   "tokens": [1], "topk": [2]}))
+
+
+def test_model_from_hf_config_predicts():
+    r = predict("tests/data/hf_configs/mixtral-8x7b.json", "h100-sxm", tokens=1)
+    assert r.time_s == pytest.approx(predict("mixtral-8x7b", "h100-sxm", tokens=1).time_s)
+
+
+def test_predict_works_without_torch():
+    code = ("import sys; import moesim; "
+            "r = moesim.predict('deepseek-v3', 'h100-sxm', tokens=32, ep=16); "
+            "from moesim.cli import main; main(['predict', '-m', 'olmoe-1b-7b', '-H', 'b200', '-t', '4']); "
+            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_cli_predict_json(capsys):
+    assert main(["predict", "--model", "deepseek-v3", "--hardware", "h100-sxm", "--tokens",
+                 "128", "--ep", "64", "--a2a-kernel", "hierarchical", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert JSON_KEYS <= data.keys()
+    assert data["comm_bytes"]["inter_node"] > 0
+
+
+def test_cli_predict_table_and_montecarlo(capsys):
+    assert main(["predict", "-m", "mixtral-8x7b", "-H", "h100-sxm", "-t", "512", "--ep", "8",
+                 "--routing", "zipf:1.0", "--mode", "montecarlo", "--samples", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "bottleneck:" in out and "p99 (MC)" in out and "experts" in out
+
+
+def test_cli_error_exit_code_and_message(capsys):
+    assert main(["predict", "-m", "mixtral-8x7b", "-H", "a100-sxm-80gb", "-t", "1",
+                 "--weight-dtype", "fp8"]) == 2
+    err = capsys.readouterr().err
+    assert "no fp8 peak" in err and "compute_dtype" in err
+
+
+@pytest.mark.parametrize("command", ["profiles", "models"])
+def test_cli_listings(capsys, command):
+    assert main([command]) == 0
+    out = capsys.readouterr().out
+    assert ("h100-sxm" in out) if command == "profiles" else ("deepseek-v3" in out)
+
+
+def test_every_subcommand_has_help():
+    from moesim.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        proc = subprocess.run([sys.executable, "-m", "moesim", name, "--help"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, (name, proc.stderr)
+        assert "usage" in proc.stdout
+
+
+def test_version():
+    assert moesim.__version__
