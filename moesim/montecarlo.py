@@ -6,14 +6,15 @@ from dataclasses import replace
 import numpy as np
 
 from moesim.config.run import OVERLAP_CODES
-from moesim.core import layer, loads
+from moesim.core import layer, loads, routing
 from moesim.result import PredictResult, assemble_outputs
 
 
 def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResult:
     """Re-evaluate ``frame``'s single config on ``samples`` sampled batches (seed = run seed).
 
-    Each sample draws every device's (token, expert) pairs (see ``loads.sampled_loads``); the
+    Each sample draws every device's (token, expert) pairs (see ``loads.sampled_loads``), or
+    takes a window of the routing trace (``loads.trace_loads``); the
     result's ``time_s`` and breakdown are sample means, ``extra`` holds p50/p99/std.
     """
     from moesim.predict import SIGNATURE, _group_setup, _layer_rows, device_params
@@ -30,10 +31,16 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
     rng = np.random.default_rng(int(row["seed"]))
     top_k = int(row["top_k"])
 
+    spec = routing.parse_routing(row["routing"])
+    trace = routing.load_trace(spec.path) if spec.kind == "trace" else None
+
     def evaluate(r: layer.LayerRows, tokens: int):
-        counts, hit, vol, imbalance = loads.sampled_loads(
-            q, place, tokens, top_k, samples, rng, row["a2a_kernel"], hw.scale_up.domain_size,
-            copies)
+        args = (place, tokens) + (() if trace is not None else (top_k,)) + (
+            samples, rng, row["a2a_kernel"], hw.scale_up.domain_size, copies)
+        if trace is not None:
+            counts, hit, vol, imbalance = loads.trace_loads(trace, *args)
+        else:
+            counts, hit, vol, imbalance = loads.sampled_loads(q, *args)
         return layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
                                  counts, hit, vol), imbalance
 

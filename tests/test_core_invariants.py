@@ -133,3 +133,19 @@ def test_fp8_dispatch_halves_payload_bytes():
     bf16 = moesim.predict("deepseek-v3", "h100-sxm", tokens=128, ep=16, dispatch_dtype="bf16")
     fp8 = moesim.predict("deepseek-v3", "h100-sxm", tokens=128, ep=16, dispatch_dtype="fp8")
     assert fp8.breakdown_s["dispatch"] < 0.6 * bf16.breakdown_s["dispatch"]
+
+
+def test_trace_monte_carlo_agrees_with_its_expectation(tmp_path):
+    """A trace drawn from zipf:1.0 gives the same layer time through its empirical
+    inclusion probabilities (expected mode) and through windows of real rows (Monte Carlo)."""
+    rng = np.random.default_rng(0)
+    q = routing.inclusion_probs("zipf:1.0", 64, 8)
+    ids = np.array([rng.choice(64, 8, replace=False, p=q / 8) for _ in range(4000)])
+    path = tmp_path / "trace.npy"
+    np.save(path, ids)
+    for kernel in ("per-expert", "per-device"):
+        kw = dict(tokens=128, ep=8, routing=f"trace:{path}", a2a_kernel=kernel)
+        exp = moesim.predict("olmoe-1b-7b", "h100-sxm", **kw)
+        mc = moesim.predict("olmoe-1b-7b", "h100-sxm", mode="montecarlo", samples=40, **kw)
+        assert mc.time_s == pytest.approx(exp.time_s, rel=0.06)
+        assert mc.breakdown_s["dispatch"] == pytest.approx(exp.breakdown_s["dispatch"], rel=0.08)

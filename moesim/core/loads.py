@@ -82,3 +82,58 @@ def sampled_loads(q: np.ndarray, placement: Placement, tokens_per_device: int, t
     loads = counts @ onehot
     imbalance = loads.max(axis=1) / np.maximum(loads.mean(axis=1), 1e-12)
     return counts, hit, vol, imbalance
+
+
+def trace_loads(ids: np.ndarray, placement: Placement, tokens_per_device: int, samples: int,
+                rng: np.random.Generator, kernel: str, domain_size: int,
+                copies: dict[str, np.ndarray]):
+    """(counts, hit, volumes, imbalance) from a routing trace ``ids`` ``[num_tokens, top_k]``.
+
+    Each sample is a window of ``tokens_per_device * D`` consecutive trace tokens starting at a
+    random offset (wrapping around), so batches keep the trace's temporal correlation; token i of
+    the window lives on device ``i // tokens_per_device``; a replicated expert's tokens go to its
+    copies round-robin by token index. Per-expert traffic counts (token, expert) pairs off the
+    source device, per-device traffic counts distinct destination devices per token.
+    """
+    d = placement.num_devices
+    total = tokens_per_device * d
+    top_k = ids.shape[1]
+    copies_of = placement.replicas()
+    first_slot = np.zeros(placement.num_experts, dtype=np.int64)
+    order = np.argsort(placement.slot_expert, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(copies_of)[:-1]])
+    first_slot[:] = starts
+    slots_sorted = order  # slots of expert e: slots_sorted[starts[e] : starts[e] + copies_of[e]]
+    counts = np.zeros((samples, placement.slot_expert.size))
+    pair = np.zeros((samples, d, d))
+    token = np.arange(total)
+    src = token // tokens_per_device
+    node = traffic.node_of_device(d, domain_size)
+    for s in range(samples):
+        window = ids[(rng.integers(0, ids.shape[0]) + token) % ids.shape[0]]  # [total, top_k]
+        replica = token[:, None] % copies_of[window]
+        slot = slots_sorted[first_slot[window] + replica]
+        counts[s] = np.bincount(slot.ravel(), minlength=counts.shape[1])
+        dst = placement.slot_device[slot]  # [total, top_k]
+        if kernel == "per-expert":
+            np.add.at(pair[s], (np.repeat(src, top_k), dst.ravel()), 1.0)
+        elif kernel in ("per-device", "hierarchical"):
+            hit = np.zeros((total, d), dtype=bool)
+            hit[np.repeat(token, top_k), dst.ravel()] = True
+            pair[s] = np.add.reduceat(hit.astype(float), np.arange(0, total, tokens_per_device))
+        else:
+            pair[s] = copies["to_device"] * tokens_per_device
+    idx = np.arange(d)
+    pair[:, idx, idx] = 0.0
+    same = (node[:, None] == node[None, :]).astype(float)
+    vol = {"send_intra": (pair * same).sum(axis=2), "send_inter": (pair * (1 - same)).sum(axis=2),
+           "recv_intra": (pair * same).sum(axis=1), "recv_inter": (pair * (1 - same)).sum(axis=1)}
+    if kernel == "hierarchical":
+        expected = traffic.device_volumes(copies, np.full(samples, float(tokens_per_device)),
+                                          domain_size, kernel)
+        for key in ("send_inter", "recv_inter"):
+            vol[key] = expected[key]
+    hit_slots = (counts > 0).astype(float)
+    loads = per_device_sum(counts, placement.slot_device, d)
+    imbalance = loads.max(axis=1) / np.maximum(loads.mean(axis=1), 1e-12)
+    return counts, hit_slots, vol, imbalance
