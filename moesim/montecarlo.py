@@ -31,8 +31,9 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
     rng = np.random.default_rng(int(row["seed"]))
     top_k = int(row["top_k"])
 
-    spec = routing.parse_routing(row["routing"])
-    trace = routing.load_trace(spec.path) if spec.kind == "trace" else None
+    injected = str(row["routing"]).startswith("<injected")
+    spec = None if injected else routing.parse_routing(row["routing"])
+    trace = routing.load_trace(spec.path) if spec is not None and spec.kind == "trace" else None
 
     def evaluate(r: layer.LayerRows, tokens: int):
         args = (place, tokens) + (() if trace is not None else (top_k,)) + (

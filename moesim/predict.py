@@ -104,6 +104,11 @@ def predict_many(df: pd.DataFrame) -> pd.DataFrame:
         if key not in df.columns:
             df[key] = value
     _check_run_values(df)
+    return _predict_rows(df)
+
+
+def _predict_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """predict_many after validation of the run columns."""
     models = _resolve_models(df)
     work = pd.DataFrame({k[3:]: models[k] for k in models.columns if k.startswith("_m_")})
     for key in RUN_FIELDS + ("hardware",):
@@ -161,11 +166,20 @@ def _layer_rows(sub: dict, hw) -> layer.LayerRows:
         gemm_dtype=gemm_dtype, act_dtype=act_dtype, gemm_curve=hw.efficiency.gemm)
 
 
+#: Placements/probabilities injected by ``predict(..., placement=Placement, q=array)``, keyed by
+#: the token that stands in for their spec strings in the signature.
+_INJECTED: dict[str, object] = {}
+
+
 def _group_setup(sig: dict):
     hw = load_profile(sig["hardware"])
     experts, top_k, ep, seed = (int(sig[k]) for k in ("experts", "top_k", "ep", "seed"))
-    q = _inclusion(sig["routing"], experts, top_k, seed)
-    place = _placement(sig["placement"], experts, ep, sig["routing"], top_k, seed)
+    q = _INJECTED.get(sig["routing"])
+    if q is None:
+        q = _inclusion(sig["routing"], experts, top_k, seed)
+    place = _INJECTED.get(sig["placement"])
+    if place is None:
+        place = _placement(sig["placement"], experts, ep, sig["routing"], top_k, seed)
     copies = traffic.copies_per_token(sig["a2a_kernel"], place, q, top_k, int(sig["num_groups"]),
                                       int(sig["topk_groups"]), hw.scale_up.domain_size,
                                       float(sig["capacity_factor"]))
@@ -216,7 +230,16 @@ def predict(model="mixtral-8x7b", hardware="h100-sxm", tokens: int = 1, *, mode:
     path; ``tokens``: tokens per device entering the layer; ``overrides``: any model or run
     field (``ep``, ``placement``, ``routing``, ``overlap``, ``experts``, ``top_k`` ...).
     ``mode='montecarlo'`` samples ``samples`` routed batches and reports mean and p99.
+    ``placement`` may also be a ``Placement`` object and ``q`` an array of per-expert inclusion
+    probabilities (``sum(q) == top_k``): how placement search evaluates candidates.
     """
+    injected = {}
+    if isinstance(overrides.get("placement"), placement_mod.Placement):
+        injected["placement"] = overrides.pop("placement")
+    if "q" in overrides:
+        injected["routing"] = np.asarray(overrides.pop("q"), dtype=float)
+    if injected:
+        return _predict_injected(model, hardware, tokens, injected, mode, samples, overrides)
     model_kw, run_kw = _split_overrides(overrides)
     moe = load_model(model, **model_kw)
     run = validate_run({"tokens": tokens, **run_kw})
@@ -232,3 +255,41 @@ def predict(model="mixtral-8x7b", hardware="h100-sxm", tokens: int = 1, *, mode:
     from moesim.montecarlo import montecarlo
 
     return montecarlo(result, frame, hw, samples)
+
+
+def _predict_injected(model, hardware, tokens, injected: dict, mode, samples, overrides):
+    """predict() with a Placement object and/or an explicit q, through temporary spec tokens."""
+    keys = {}
+    for field, obj in injected.items():
+        key = f"<injected {field} {id(obj)}>"
+        _INJECTED[key] = obj
+        keys[field] = key
+    try:
+        if "routing" in keys:
+            q = injected["routing"]
+            moe = load_model(model, **{k: v for k, v in overrides.items() if k in MODEL_FIELDS})
+            if q.shape != (moe.experts,) or abs(q.sum() - moe.top_k) > 1e-6 * moe.top_k:
+                raise ConfigError(f"q must have one value per expert ({moe.experts}) summing to "
+                                  f"top_k ({moe.top_k})", field="q")
+        if "placement" in keys:
+            overrides["ep"] = injected["placement"].num_devices
+        row_over = dict(overrides, **keys)
+        model_kw, run_kw = _split_overrides({k: v for k, v in row_over.items()
+                                             if k not in ("placement", "routing")})
+        moe = load_model(model, **model_kw)
+        run = validate_run({"tokens": tokens, **run_kw})
+        hw = load_profile(hardware)
+        row = {**moe.model_dump(exclude={"name", "description", "source"}), **run.model_dump(),
+               "model": "custom", "hardware": str(hardware)}
+        row.update({k: v for k, v in row_over.items() if k in ("placement", "routing")})
+        frame = _predict_rows(pd.DataFrame([row]))
+        result = PredictResult.from_row(frame.iloc[0], model_name=moe.name, hardware=hw.name)
+        if mode == "montecarlo":
+            from moesim.montecarlo import montecarlo
+
+            result = montecarlo(result, frame, hw, samples)
+        result.config.update({k: "explicit" for k in keys})
+        return result
+    finally:
+        for key in keys.values():
+            _INJECTED.pop(key, None)

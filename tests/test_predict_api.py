@@ -124,3 +124,18 @@ def test_every_subcommand_has_help():
 
 def test_version():
     assert moesim.__version__
+
+
+def test_predict_with_placement_object_and_q_matches_spec_strings():
+    import numpy as np
+    from moesim.core import placement, routing
+
+    q = routing.inclusion_probs("zipf:1.2", 256, 8)
+    obj = placement.replicated(q, 64, 64)
+    a = predict("deepseek-v3", "h100-sxm", tokens=512, placement=obj, q=q)
+    b = predict("deepseek-v3", "h100-sxm", tokens=512, ep=64, placement="replicated:64",
+                routing="zipf:1.2")
+    assert a.time_s == pytest.approx(b.time_s, rel=1e-12)
+    assert a.config["placement"] == "explicit"
+    with pytest.raises(ConfigError, match="summing to top_k"):
+        predict("deepseek-v3", "h100-sxm", tokens=8, placement=obj, q=np.ones(256))
