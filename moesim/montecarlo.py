@@ -42,8 +42,15 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
             counts, hit, vol, imbalance = loads.trace_loads(trace, *args)
         else:
             counts, hit, vol, imbalance = loads.sampled_loads(q, *args)
-        return layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
-                                 counts, hit, vol), imbalance
+        rate = np.zeros(samples)
+        if bool(row["drop_tokens"]):
+            counts, vol, rate = loads.apply_capacity(
+                q, place, np.full(samples, float(tokens)), counts, vol,
+                float(row["capacity_factor"]), top_k, sampled=True)
+        costs = layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
+                                  counts, hit, vol)
+        costs["drop_rate"] = rate
+        return costs, imbalance
 
     overlap = np.full(samples, OVERLAP_CODES[row["overlap"]])
     costs, imbalance = evaluate(rows, int(row["tokens"]))
@@ -57,6 +64,7 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
         tokens_per_s=float(row["tokens"]) * place.num_devices / float(t.mean()),
         breakdown_s={p: float(out[f"{p}_s"].mean()) for p in layer.PHASES},
         load_imbalance=float(out["load_imbalance"].mean()),
+        drop_rate=float(out["drop_rate"].mean()),
         extra={"mode": "montecarlo", "samples": samples, "time_p50_s": float(np.percentile(t, 50)),
                "time_p99_s": float(np.percentile(t, 99)), "time_std_s": float(t.std(ddof=1)),
                "expected_time_s": expected.time_s})

@@ -19,9 +19,9 @@ from moesim.core import layer, loads, placement as placement_mod, routing, traff
 from moesim.result import OUTPUT_COLUMNS, PredictResult, assemble_outputs
 
 SIGNATURE = ["hardware", "experts", "top_k", "num_groups", "topk_groups", "ep", "placement",
-             "routing", "seed", "a2a_kernel", "capacity_factor"]
+             "routing", "seed", "a2a_kernel", "capacity_factor", "drop_tokens"]
 RUN_DEFAULTS = {"ep": 1, "placement": "contiguous", "routing": "uniform", "overlap": "none",
-                "a2a_kernel": "per-expert", "capacity_factor": 1.0, "seed": 0}
+                "a2a_kernel": "per-expert", "capacity_factor": 1.0, "drop_tokens": False, "seed": 0}
 INPUT_FIELDS = ("model", "hardware") + MODEL_FIELDS + RUN_FIELDS
 
 
@@ -195,11 +195,19 @@ def _evaluate_group(sig: dict, sub: dict, idx: np.ndarray, outputs: dict) -> Non
         raise ConfigError(f"{exc.message} [config: {where}]", field=exc.field, file=exc.file) from None
     domain = hw.scale_up.domain_size
 
+    drop = bool(sig["drop_tokens"])
+
     def evaluate(r: layer.LayerRows):
         vol = traffic.device_volumes(copies, r.tokens, domain, sig["a2a_kernel"])
         counts, hit, vol, imbalance = loads.expected_loads(q, place, r.tokens, vol)
-        return layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
-                                 counts, hit, vol), imbalance
+        drop_rate = np.zeros(len(r.tokens))
+        if drop:
+            counts, vol, drop_rate = loads.apply_capacity(
+                q, place, r.tokens, counts, vol, float(sig["capacity_factor"]), int(sig["top_k"]))
+        costs = layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
+                                  counts, hit, vol)
+        costs["drop_rate"] = drop_rate
+        return costs, imbalance
 
     overlap = _map(OVERLAP_CODES.get, sub["overlap"]).astype(int)
     costs, imbalance = evaluate(rows)

@@ -16,7 +16,7 @@ OUTPUT_COLUMNS = {
     "flops": "float", "hbm_bytes": "float", "intra_node_bytes": "float",
     "inter_node_bytes": "float", "memory_bytes_per_device": "float",
     "memory_capacity_bytes": "float", "fits_in_memory": "float", "load_imbalance": "float",
-    "experts_hit_per_device": "float", "tokens_per_expert": "float",
+    "experts_hit_per_device": "float", "tokens_per_expert": "float", "drop_rate": "float",
 }
 
 
@@ -82,6 +82,7 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
         "load_imbalance": imbalance,
         "experts_hit_per_device": hit,
         "tokens_per_expert": _pick(costs["dev_tokens"], dev) / np.maximum(hit, 1e-12),
+        "drop_rate": costs.get("drop_rate", np.zeros(time_s.shape)),
     }
 
 
@@ -105,6 +106,7 @@ class PredictResult:
     load_imbalance: float
     overlap_hidden_s: float
     experts_hit_per_device: float
+    drop_rate: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -126,7 +128,8 @@ class PredictResult:
             memory_capacity_bytes=float(row["memory_capacity_bytes"]),
             fits_in_memory=bool(row["fits_in_memory"]), load_imbalance=float(row["load_imbalance"]),
             overlap_hidden_s=float(row["overlap_hidden_s"]),
-            experts_hit_per_device=float(row["experts_hit_per_device"]))
+            experts_hit_per_device=float(row["experts_hit_per_device"]),
+            drop_rate=float(row["drop_rate"]))
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "extra"}

@@ -10,7 +10,7 @@ from moesim.config.yamlio import pydantic_error
 
 #: Run fields users may set (YAML, Python overrides, sweeps).
 RUN_FIELDS = ("tokens", "ep", "placement", "routing", "overlap", "a2a_kernel", "capacity_factor",
-              "seed")
+              "drop_tokens", "seed")
 OVERLAP_CODES = {"none": 0, "shared": 1, "two-batch": 2}
 
 
@@ -26,6 +26,7 @@ class RunConfig(BaseModel):
     overlap: Literal["none", "shared", "two-batch"] = "none"
     a2a_kernel: Literal["per-expert", "per-device", "hierarchical", "padded"] = "per-expert"
     capacity_factor: float = Field(1.0, gt=0)
+    drop_tokens: bool = False  # drop assignments beyond expert capacity (else dropless)
     seed: int = 0
 
     @field_validator("routing")

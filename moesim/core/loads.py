@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moesim.core import traffic
+from moesim.core import capacity, traffic
 from moesim.core.gemm import per_device_sum
 from moesim.core.placement import Placement
 from moesim.core.routing import expected_max_std_normal
@@ -137,3 +137,25 @@ def trace_loads(ids: np.ndarray, placement: Placement, tokens_per_device: int, s
     loads = per_device_sum(counts, placement.slot_device, d)
     imbalance = loads.max(axis=1) / np.maximum(loads.mean(axis=1), 1e-12)
     return counts, hit_slots, vol, imbalance
+
+
+def apply_capacity(q: np.ndarray, placement: Placement, tokens_per_device: np.ndarray,
+                   counts: np.ndarray, volumes: dict[str, np.ndarray], capacity_factor: float,
+                   top_k: int, sampled: bool = False):
+    """(processed counts, volumes scaled by the kept fraction, drop rate) under expert capacity.
+
+    Dropped assignments are neither sent nor computed; per-device volumes shrink by the row's
+    kept fraction (the drop happens at the hot experts, so this spreads it evenly: an
+    approximation for the senders, exact in total).
+    """
+    p = slot_probs(q, placement)
+    total = np.asarray(tokens_per_device, dtype=float) * placement.num_devices
+    cap = capacity.slot_capacity(capacity_factor, total, top_k, placement.num_experts,
+                                 placement.slot_share)
+    if sampled:
+        processed, rate = capacity.drop_sampled(counts, cap)
+    else:
+        variance = total[:, None] * p * (1.0 - np.minimum(p, 1.0))
+        processed, rate = capacity.drop_expected(counts, variance, cap)
+    kept = (1.0 - rate)[:, None]
+    return processed, {k: v * kept for k, v in volumes.items()}, rate
