@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import time
 
@@ -44,17 +45,22 @@ def main() -> None:
     args = parser.parse_args()
     df = build_sweep(args.rows)
     predict_many(df.head(100))  # warm caches (profiles, presets)
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = predict_many(df)
         times.append(time.perf_counter() - start)
-    best, median = min(times), float(np.median(times))
+        cpu.append(time.process_time() - start_cpu)
+    best, median, cpu_median = min(times), float(np.median(times)), float(np.median(cpu))
     groups = df.groupby(["model", "hardware", "ep", "placement", "routing"]).ngroups
-    print(f"{'rows':>8} {'groups':>7} {'median s':>9} {'best s':>7} {'configs/s':>11}")
-    print(f"{len(df):>8} {groups:>7} {median:>9.2f} {best:>7.2f} {len(df) / median:>11,.0f}")
+    load = os.getloadavg()[0]
+    print(f"{'rows':>8} {'groups':>7} {'median s':>9} {'best s':>7} {'cpu s':>6} {'configs/s':>11}"
+          f" {'load':>5}")
+    print(f"{len(df):>8} {groups:>7} {median:>9.2f} {best:>7.2f} {cpu_median:>6.2f} "
+          f"{len(df) / median:>11,.0f} {load:>5.2f}")
     assert out["time_s"].notna().all()
-    print(json.dumps({"rows": len(df), "median_s": median, "configs_per_s": len(df) / median,
+    print(json.dumps({"rows": len(df), "median_s": median, "cpu_s": cpu_median,
+                      "configs_per_s": len(df) / median, "load_average_1min": load,
                       "moesim": __version__, "python": platform.python_version(),
                       "machine": platform.processor() or platform.machine()}))
 

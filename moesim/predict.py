@@ -48,29 +48,37 @@ def device_params(hw) -> layer.DeviceParams:
         out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s)
 
 
-def _resolve_models(df: pd.DataFrame) -> pd.DataFrame:
-    """One resolved model per row: preset + overrides, validated once per unique combination."""
-    cols = [c for c in MODEL_FIELDS if c in df.columns]
-    if "model" not in df.columns:
-        df = df.assign(model="custom")
-    keys = df[["model"] + cols].astype(object).where(df[["model"] + cols].notna(), None)
-    uniq = keys.drop_duplicates()
-    resolved = []
-    for _, row in uniq.iterrows():
-        overrides = {c: _py(row[c]) for c in cols if row[c] is not None}
-        name = row["model"]
-        if name == "custom":
-            from moesim.config.model import validate_model
+def _row_groups(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct combination, group id of every row) over ``columns``."""
+    codes = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        c, u = pd.factorize(column, use_na_sentinel=False)
+        codes = codes * max(len(u), 1) + c
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    return first, inverse
 
-            model = validate_model(overrides)
-        else:
-            model = load_model(name, **overrides)
-        resolved.append({**{c: row[c] for c in ["model"] + cols},
-                         **{f"_m_{k}": v for k, v in model.model_dump().items()}})
-    table = pd.DataFrame(resolved)
-    merged = keys.merge(table, on=["model"] + cols, how="left")
-    merged.index = df.index
-    return merged
+
+def _resolve_models(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Model fields per row: preset + overrides, validated once per unique combination."""
+    from moesim.config.model import validate_model
+
+    cols = [c for c in MODEL_FIELDS if c in df.columns]
+    names = df["model"].to_numpy(dtype=object) if "model" in df.columns else \
+        np.full(len(df), "custom", dtype=object)
+    given = {c: df[c].to_numpy(dtype=object) for c in cols}
+    first, inverse = _row_groups([names] + list(given.values()))
+    dumps = []
+    for i in first:
+        overrides = {c: _py(v[i]) for c, v in given.items() if not pd.isna(v[i])}
+        model = validate_model(overrides) if names[i] == "custom" else \
+            load_model(names[i], **overrides)
+        dumps.append(model.model_dump())
+    out = {}
+    for f in dumps[0]:
+        values = [d[f] for d in dumps]
+        kind = object if any(isinstance(v, str) or v is None for v in values) else None
+        out[f] = np.array(values, dtype=kind)[inverse]
+    return out
 
 
 def _py(value):
@@ -109,17 +117,19 @@ def predict_many(df: pd.DataFrame) -> pd.DataFrame:
 
 def _predict_rows(df: pd.DataFrame) -> pd.DataFrame:
     """predict_many after validation of the run columns."""
-    models = _resolve_models(df)
-    work = pd.DataFrame({k[3:]: models[k] for k in models.columns if k.startswith("_m_")})
+    columns = _resolve_models(df)
     for key in RUN_FIELDS + ("hardware",):
-        work[key] = df[key].values
+        numeric = pd.api.types.is_numeric_dtype(df[key]) or pd.api.types.is_bool_dtype(df[key])
+        columns[key] = df[key].to_numpy() if numeric else df[key].to_numpy(dtype=object)
     outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
                for name, kind in OUTPUT_COLUMNS.items()}
-    columns = {c: work[c].to_numpy(dtype=object if work[c].dtype.kind not in "biuf" else None)
-               for c in work.columns}
-    for key, idx in work.groupby(SIGNATURE, sort=False).indices.items():
+    first, group_of = _row_groups([columns[c] for c in SIGNATURE])
+    order = np.argsort(group_of, kind="stable")
+    bounds = np.searchsorted(group_of[order], np.arange(len(first) + 1))
+    for g, row in enumerate(first):
+        idx = order[bounds[g]:bounds[g + 1]]
         sub = {c: values[idx] for c, values in columns.items()}
-        _evaluate_group(dict(zip(SIGNATURE, key)), sub, idx, outputs)
+        _evaluate_group({c: _py(columns[c][row]) for c in SIGNATURE}, sub, idx, outputs)
     for name, values in outputs.items():
         df[name] = values
     return df
