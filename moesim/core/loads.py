@@ -68,6 +68,18 @@ def sampled_loads(q: np.ndarray, placement: Placement, tokens_per_device: int, t
                             size=(samples, d, d)).astype(float)
     else:
         pair = np.broadcast_to(copies["to_device"] * tokens_per_device, (samples, d, d)).copy()
+    vol = pair_volumes(pair, domain_size, kernel, copies, tokens_per_device)
+    loads = counts @ onehot
+    imbalance = loads.max(axis=1) / np.maximum(loads.mean(axis=1), 1e-12)
+    return counts, hit, vol, imbalance
+
+
+def pair_volumes(pair: np.ndarray, domain_size: int, kernel: str, copies: dict[str, np.ndarray],
+                 tokens_per_device: int) -> dict[str, np.ndarray]:
+    """Per-device send/receive copies per link class from a ``[samples, src, dst]`` matrix
+    (the diagonal, a device's own tokens, is cleared). Hierarchical node-level copies keep
+    their expectation."""
+    samples, d, _ = pair.shape
     node = traffic.node_of_device(d, domain_size)
     idx = np.arange(d)
     pair[:, idx, idx] = 0.0
@@ -78,10 +90,8 @@ def sampled_loads(q: np.ndarray, placement: Placement, tokens_per_device: int, t
         expected = traffic.device_volumes(copies, np.full(samples, float(tokens_per_device)),
                                           domain_size, kernel)
         for key in ("send_inter", "recv_inter"):
-            vol[key] = expected[key]  # node-level copies: use their expectation
-    loads = counts @ onehot
-    imbalance = loads.max(axis=1) / np.maximum(loads.mean(axis=1), 1e-12)
-    return counts, hit, vol, imbalance
+            vol[key] = expected[key]
+    return vol
 
 
 def trace_loads(ids: np.ndarray, placement: Placement, tokens_per_device: int, samples: int,
@@ -108,7 +118,6 @@ def trace_loads(ids: np.ndarray, placement: Placement, tokens_per_device: int, s
     pair = np.zeros((samples, d, d))
     token = np.arange(total)
     src = token // tokens_per_device
-    node = traffic.node_of_device(d, domain_size)
     for s in range(samples):
         window = ids[(rng.integers(0, ids.shape[0]) + token) % ids.shape[0]]  # [total, top_k]
         replica = token[:, None] % copies_of[window]
@@ -123,16 +132,7 @@ def trace_loads(ids: np.ndarray, placement: Placement, tokens_per_device: int, s
             pair[s] = np.add.reduceat(hit.astype(float), np.arange(0, total, tokens_per_device))
         else:
             pair[s] = copies["to_device"] * tokens_per_device
-    idx = np.arange(d)
-    pair[:, idx, idx] = 0.0
-    same = (node[:, None] == node[None, :]).astype(float)
-    vol = {"send_intra": (pair * same).sum(axis=2), "send_inter": (pair * (1 - same)).sum(axis=2),
-           "recv_intra": (pair * same).sum(axis=1), "recv_inter": (pair * (1 - same)).sum(axis=1)}
-    if kernel == "hierarchical":
-        expected = traffic.device_volumes(copies, np.full(samples, float(tokens_per_device)),
-                                          domain_size, kernel)
-        for key in ("send_inter", "recv_inter"):
-            vol[key] = expected[key]
+    vol = pair_volumes(pair, domain_size, kernel, copies, tokens_per_device)
     hit_slots = (counts > 0).astype(float)
     loads = per_device_sum(counts, placement.slot_device, d)
     imbalance = loads.max(axis=1) / np.maximum(loads.mean(axis=1), 1e-12)
