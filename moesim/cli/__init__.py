@@ -8,7 +8,8 @@ import sys
 from moesim.config.errors import ConfigError
 
 #: Subcommand modules under moesim.cli, in help order.
-COMMANDS = ("predict", "listing", "run", "compare", "report", "calibrate", "measure")
+COMMANDS = ("predict", "listing", "run", "compare", "report", "calibrate", "measure", "trace",
+            "place", "offload")
 
 
 def build_parser() -> argparse.ArgumentParser:

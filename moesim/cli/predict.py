@@ -28,7 +28,7 @@ def add_config_args(p: argparse.ArgumentParser, *, multi_hardware: bool = False)
     p.add_argument("--compute-dtype", dest="compute_dtype", help="GEMM dtype if not the weights'")
     p.add_argument("--dispatch-dtype", dest="dispatch_dtype")
     p.add_argument("--combine-dtype", dest="combine_dtype")
-    p.add_argument("--routing", default="uniform", help="uniform | zipf:S | probs:... | trace:PATH")
+    p.add_argument("--routing", default="uniform", help="uniform | zipf:S | lognormal:SIGMA | probs:... | trace:PATH[.npz[@LAYER]]")
     p.add_argument("--placement", default="contiguous",
                    help="contiguous | round-robin | balanced | replicated:R | FILE")
     p.add_argument("--overlap", default="none", choices=["none", "shared", "two-batch"])

@@ -3,8 +3,13 @@
 A distribution is summarised by ``q[e]``: the probability that one token selects expert ``e``
 among its ``top_k`` (so ``sum(q) == top_k`` and ``q <= 1``). Expected counts are ``tokens * q``.
 Specs: ``uniform``, ``zipf:S`` (share of expert of rank r proportional to r**-S, ranks placed on
-experts by a seeded permutation), ``probs:p0,p1,...`` (explicit shares), ``trace:PATH`` (expert
-ids, one row per token, ``top_k`` columns; ``.npy`` or whitespace/comma text).
+experts by a seeded permutation), ``lognormal:SIGMA`` (expert shares drawn i.i.d. from a
+log-normal with log-scale standard deviation SIGMA, seeded by the run seed; SIGMA = 0 is uniform;
+``moesim trace stats`` fits SIGMA to a recorded trace), ``probs:p0,p1,...`` (explicit shares),
+``trace:PATH`` (expert ids, one row per token, ``top_k`` columns; ``.npy``, whitespace/comma
+text, or a ``moesim trace record`` ``.npz``: all its layers pooled, or one layer with
+``trace:PATH.npz@LAYER``, LAYER being the model's decoder-layer index).
+Shares are turned into ``q`` by :func:`cap_inclusion`.
 """
 from __future__ import annotations
 
@@ -17,12 +22,13 @@ from scipy.stats import norm
 
 from moesim.config.errors import ConfigError
 
-ROUTING_KINDS = ("uniform", "zipf", "probs", "trace")
+ROUTING_KINDS = ("uniform", "zipf", "lognormal", "probs", "trace")
 
 
 @dataclass(frozen=True)
 class Routing:
-    """A parsed routing spec. ``param`` is the Zipf exponent; ``values`` explicit shares."""
+    """A parsed routing spec. ``param`` is the Zipf exponent or log-normal sigma; ``values``
+    explicit shares; ``path`` a trace file, with its ``@LAYER`` suffix if one was given."""
 
     kind: str
     param: float = 0.0
@@ -31,8 +37,8 @@ class Routing:
 
     @property
     def label(self) -> str:
-        if self.kind == "zipf":
-            return f"zipf:{self.param:g}"
+        if self.kind in ("zipf", "lognormal"):
+            return f"{self.kind}:{self.param:g}"
         if self.kind == "trace":
             return f"trace:{self.path}"
         if self.kind == "probs":
@@ -45,17 +51,20 @@ def parse_routing(spec: str) -> Routing:
     """Parse a routing spec string; a bad one is a ConfigError naming ``routing``."""
     text = str(spec).strip()
     kind, _, arg = text.partition(":")
-    expected = "expected 'uniform', 'zipf:S' (S >= 0), 'probs:p0,p1,...' or 'trace:PATH'"
+    expected = ("expected 'uniform', 'zipf:S' (S >= 0), 'lognormal:SIGMA' (SIGMA >= 0), "
+                "'probs:p0,p1,...' or 'trace:PATH[@LAYER]'")
     if kind == "uniform" and not arg:
         return Routing("uniform")
-    if kind == "zipf":
+    if kind in ("zipf", "lognormal"):
+        what = "Zipf exponent" if kind == "zipf" else "log-normal sigma"
         try:
             s = float(arg)
         except ValueError:
-            raise ConfigError(f"bad Zipf exponent in '{text}'; {expected}", field="routing") from None
-        if s < 0:
-            raise ConfigError(f"Zipf exponent must be >= 0, got {s}", field="routing")
-        return Routing("zipf", param=s)
+            raise ConfigError(f"bad {what} in '{text}'; {expected}", field="routing") from None
+        if s < 0 or (kind == "lognormal" and not np.isfinite(s)):
+            finite = " and finite" if kind == "lognormal" else ""
+            raise ConfigError(f"{what} must be >= 0{finite}, got {s}", field="routing")
+        return Routing(kind, param=s)
     if kind == "probs":
         try:
             values = tuple(float(v) for v in arg.split(","))
@@ -70,7 +79,19 @@ def parse_routing(spec: str) -> Routing:
 
 
 def load_trace(path: str | Path) -> np.ndarray:
-    """Expert ids ``[num_tokens, top_k]`` (int64) from ``.npy`` or text."""
+    """Expert ids ``[num_tokens, top_k]`` (int64) from ``.npy``, text or a trace ``.npz``.
+
+    ``FILE.npz`` pools all recorded layers (stacked layer after layer along tokens);
+    ``FILE.npz@LAYER`` takes one layer (see :mod:`moesim.traces.io`).
+    """
+    from moesim.traces.io import split_layer, trace_ids
+
+    file, layer = split_layer(str(path))
+    if Path(file).suffix == ".npz":
+        return trace_ids(file, layer).astype(np.int64)
+    if layer is not None and not Path(path).exists():
+        raise ConfigError(f"'@{layer}' selects a layer of an .npz trace; expected "
+                          "'trace:FILE.npz@LAYER'", file=file, field="routing")
     path = Path(path)
     try:
         if path.suffix == ".npy":
@@ -117,6 +138,13 @@ def zipf_shares(experts: int, s: float, seed: int = 0) -> np.ndarray:
     return ranks.astype(float) ** -s
 
 
+def lognormal_shares(experts: int, sigma: float, seed: int = 0) -> np.ndarray:
+    """Shares ``exp(sigma * z_e)`` with ``z_e`` i.i.d. standard normal from ``seed`` (scaled by
+    the largest, so a large sigma cannot overflow)."""
+    log_shares = sigma * np.random.default_rng(seed).standard_normal(experts)
+    return np.exp(log_shares - log_shares.max())
+
+
 def inclusion_probs(routing: Routing | str, experts: int, top_k: int, seed: int = 0) -> np.ndarray:
     """``q[e]``: probability that a token selects expert ``e``; ``sum(q) == top_k``."""
     if isinstance(routing, str):
@@ -125,6 +153,8 @@ def inclusion_probs(routing: Routing | str, experts: int, top_k: int, seed: int 
         return np.full(experts, top_k / experts)
     if routing.kind == "zipf":
         return cap_inclusion(zipf_shares(experts, routing.param, seed), top_k)
+    if routing.kind == "lognormal":
+        return cap_inclusion(lognormal_shares(experts, routing.param, seed), top_k)
     if routing.kind == "probs":
         if len(routing.values) != experts:
             raise ConfigError(f"probs has {len(routing.values)} values; expected one per expert "

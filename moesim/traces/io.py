@@ -1,0 +1,178 @@
+"""The routing trace file: per-layer expert choices in one ``.npz`` (numpy only).
+
+Keys, one pair per recorded MoE layer ``L`` (the decoder-layer index of the model):
+
+* ``ids_L``: ``[num_tokens, num_topk]`` int16 (int32 above 32767 experts), the experts each
+  token was routed to, distinct within a row, in the order the router returned them;
+* ``weights_L``: ``[num_tokens, num_topk]`` float16, the routing weights the model applies to
+  those experts (NaN where the router does not return them);
+* ``metadata``: a JSON string with at least ``num_experts``, ``num_topk``, ``num_tokens`` and
+  ``layers``; ``moesim trace record`` adds the model, its config, the prompts' hash, versions and
+  the date.
+
+Token ``i`` of every layer is the same token, in prompt order then position order.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from moesim.config.errors import ConfigError
+
+FORMAT = "moesim-trace"
+FORMAT_VERSION = 1
+_REQUIRED = ("num_experts", "num_topk", "num_tokens", "layers")
+
+
+@dataclass
+class Trace:
+    """A loaded trace: ``ids[L]``/``weights[L]`` ``[num_tokens, num_topk]`` per layer ``L``."""
+
+    ids: dict[int, np.ndarray]
+    weights: dict[int, np.ndarray]
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.ids)
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.metadata["num_experts"])
+
+    @property
+    def num_topk(self) -> int:
+        return int(self.metadata["num_topk"])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.metadata["num_tokens"])
+
+    def pooled(self) -> np.ndarray:
+        """All layers' ids, stacked layer by layer: ``[layers * num_tokens, num_topk]``."""
+        return np.concatenate([self.ids[layer] for layer in self.layers], axis=0)
+
+
+def ids_dtype(num_experts: int) -> type:
+    return np.int16 if num_experts <= np.iinfo(np.int16).max else np.int32
+
+
+def save_trace(path: str | Path, ids: dict[int, np.ndarray], num_experts: int,
+               weights: dict[int, np.ndarray] | None = None, metadata: dict | None = None) -> Path:
+    """Write a trace (see the module docstring); ``metadata`` is merged into the required keys."""
+    layers = sorted(int(layer) for layer in ids)
+    if not layers:
+        raise ConfigError("a trace needs at least one layer", file=str(path))
+    first = np.asarray(ids[layers[0]])
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **(metadata or {}),
+            "num_experts": int(num_experts), "num_topk": int(first.shape[1]),
+            "num_tokens": int(first.shape[0]), "layers": layers}
+    arrays = {"metadata": np.array(json.dumps(meta, sort_keys=True, default=str))}
+    dtype = ids_dtype(num_experts)
+    for layer in layers:
+        arrays[f"ids_{layer}"] = np.asarray(ids[layer]).astype(dtype)
+        w = None if weights is None else weights.get(layer)
+        w = np.full(first.shape, np.nan) if w is None else np.asarray(w)
+        arrays[f"weights_{layer}"] = w.astype(np.float16)
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")  # what np.savez would write
+    try:
+        np.savez_compressed(path, **arrays)
+    except OSError as exc:
+        raise ConfigError(f"cannot write trace: {exc.strerror}", file=str(path),
+                          field="out") from None
+    _check(Trace(_int_keys(arrays, "ids_"), _int_keys(arrays, "weights_"), meta), str(path))
+    return path
+
+
+def _int_keys(arrays, prefix: str) -> dict[int, np.ndarray]:
+    return {int(k[len(prefix):]): np.asarray(v) for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def read_trace(path: str | Path) -> Trace:
+    """Load and validate a trace file; anything unexpected is a ConfigError naming the file."""
+    path = Path(path)
+    name = str(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"a single array of shape {np.shape(data)}, not an .npz archive")
+        with data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"cannot read trace: {exc}; expected an .npz written by "
+                          "'moesim trace record'", file=name, field="routing") from None
+    if "metadata" not in arrays:
+        raise ConfigError("no 'metadata' entry; expected a JSON string with "
+                          f"{', '.join(_REQUIRED)}", file=name, field="routing")
+    try:
+        meta = json.loads(str(arrays["metadata"][()]))
+    except (json.JSONDecodeError, IndexError, TypeError) as exc:
+        raise ConfigError(f"'metadata' is not valid JSON ({exc}); expected a JSON object",
+                          file=name, field="routing") from None
+    missing = [k for k in _REQUIRED if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ConfigError(f"'metadata' lacks {', '.join(missing)}; expected "
+                          f"{', '.join(_REQUIRED)}", file=name, field="routing")
+    ids = {}
+    for layer in meta["layers"]:
+        for key in (f"ids_{layer}", f"weights_{layer}"):
+            if key not in arrays:
+                raise ConfigError(f"no '{key}' entry for layer {layer} listed in metadata; "
+                                  f"expected ids_L and weights_L for every layer", file=name,
+                                  field="routing")
+        ids[int(layer)] = arrays[f"ids_{layer}"]
+    trace = Trace(ids, {int(L): arrays[f"weights_{L}"] for L in meta["layers"]}, meta)
+    _check(trace, name)
+    return trace
+
+
+def _check(trace: Trace, name: str) -> None:
+    """Shapes, dtypes and id ranges agree with the metadata."""
+    shape = (trace.num_tokens, trace.num_topk)
+    experts = trace.num_experts
+    if not trace.ids:
+        raise ConfigError("metadata lists no layers; expected at least one", file=name,
+                          field="routing")
+    for layer in trace.layers:
+        ids, w = trace.ids[layer], trace.weights[layer]
+        where = f"layer {layer}: "
+        if ids.shape != shape or not np.issubdtype(ids.dtype, np.integer):
+            raise ConfigError(f"{where}ids have shape {ids.shape} ({ids.dtype}); expected "
+                              f"integers of shape [num_tokens, num_topk] = {list(shape)}",
+                              file=name, field="routing")
+        if w.shape != shape:
+            raise ConfigError(f"{where}weights have shape {w.shape}; expected {list(shape)}",
+                              file=name, field="routing")
+        if ids.size and (ids.min() < 0 or ids.max() >= experts):
+            raise ConfigError(f"{where}expert ids in [{ids.min()}, {ids.max()}]; expected ids in "
+                              f"[0, {experts - 1}] (num_experts={experts})", file=name,
+                              field="routing")
+        rows = np.sort(ids, axis=1)
+        if shape[1] > 1 and (rows[:, 1:] == rows[:, :-1]).any():
+            raise ConfigError(f"{where}a token lists the same expert twice; expected "
+                              "num_topk distinct experts per token", file=name, field="routing")
+
+
+def split_layer(path: str) -> tuple[str, int | None]:
+    """``'x.npz@3'`` -> ``('x.npz', 3)``; a path without ``@LAYER`` -> ``(path, None)``."""
+    head, sep, tail = str(path).rpartition("@")
+    if sep and tail.isdigit() and head:
+        return head, int(tail)
+    return str(path), None
+
+
+def trace_ids(path: str | Path, layer: int | None = None) -> np.ndarray:
+    """Expert ids ``[num_tokens, num_topk]`` of one layer, or all layers pooled (``layer=None``)."""
+    trace = read_trace(path)
+    if layer is None:
+        return trace.pooled()
+    if layer not in trace.ids:
+        raise ConfigError(f"no layer {layer} in the trace; expected one of {trace.layers}",
+                          file=str(path), field="routing")
+    return trace.ids[layer]
