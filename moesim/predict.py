@@ -188,7 +188,9 @@ def _group_setup(sig: dict):
     if q is None:
         q = _inclusion(sig["routing"], experts, top_k, seed)
     place = _INJECTED.get(sig["placement"])
-    if place is None:
+    if place is None and sig["routing"] in _INJECTED:
+        place = placement_mod.build_placement(sig["placement"], experts, ep, q)
+    elif place is None:
         place = _placement(sig["placement"], experts, ep, sig["routing"], top_k, seed)
     copies = traffic.copies_per_token(sig["a2a_kernel"], place, q, top_k, int(sig["num_groups"]),
                                       int(sig["topk_groups"]), hw.scale_up.domain_size,

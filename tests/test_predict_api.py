@@ -139,3 +139,13 @@ def test_predict_with_placement_object_and_q_matches_spec_strings():
     assert a.config["placement"] == "explicit"
     with pytest.raises(ConfigError, match="summing to top_k"):
         predict("deepseek-v3", "h100-sxm", tokens=8, placement=obj, q=np.ones(256))
+
+
+def test_predict_with_q_alone_builds_the_placement_from_it():
+    from moesim.core import routing
+
+    q = routing.inclusion_probs("zipf:1.0", 64, 8)
+    a = predict("olmoe-1b-7b", "h100-sxm", tokens=64, ep=8, placement="balanced", q=q)
+    b = predict("olmoe-1b-7b", "h100-sxm", tokens=64, ep=8, placement="balanced",
+                routing="zipf:1.0")
+    assert a.time_s == pytest.approx(b.time_s, rel=1e-12)

@@ -84,9 +84,10 @@ def test_source_keys_name_real_fields(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_non_datasheet_fields_are_marked_as_assumptions(name):
     profile = load_profile(name)
+    allowed = ("assumption", "measured") if profile.kind == "calibrated" else ("assumption",)
     for path in ASSUMED_FIELDS:
         source = _source_for(profile, path)
-        assert source and source.startswith("assumption"), f"{name}: {path} source is {source!r}"
+        assert source and source.startswith(allowed), f"{name}: {path} source is {source!r}"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -94,6 +95,8 @@ def test_every_efficiency_has_a_basis_and_a_note(name):
     profile = load_profile(name)
     for field in Efficiencies.model_fields:
         eff = getattr(profile.efficiency, field)
+        if eff is None:  # optional efficiencies (host_link_bandwidth)
+            continue
         assert eff.basis in ("measured", "assumption"), f"{name}: {field}"
         assert len(eff.note.strip()) >= 20, f"{name}: {field} note too short: {eff.note!r}"
         if profile.kind == "datasheet":
@@ -103,7 +106,8 @@ def test_every_efficiency_has_a_basis_and_a_note(name):
 def test_cpu_efficiencies_say_calibration_replaces_them():
     profile = load_profile("cpu")
     for field in Efficiencies.model_fields:
-        assert "calibration" in getattr(profile.efficiency, field).note
+        eff = getattr(profile.efficiency, field)
+        assert eff is None or "calibration" in eff.note
 
 
 @pytest.mark.parametrize("name", NAMES)

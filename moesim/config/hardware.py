@@ -119,6 +119,7 @@ class Efficiencies(_Frozen):
     memory_bandwidth: Efficiency  # fraction of HBM/DRAM peak reached by streaming kernels
     scale_up_bandwidth: Efficiency  # fraction of NVLink/xGMI peak reached by all-to-all
     scale_out_bandwidth: Efficiency  # fraction of NIC peak reached by all-to-all
+    host_link_bandwidth: Efficiency | None = None  # fraction of host-link peak (expert fetches)
 
 
 class HardwareProfile(_Frozen):
