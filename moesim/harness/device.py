@@ -1,0 +1,145 @@
+"""The measured device: parse ``--device``, fix the thread count, and record device facts.
+
+Facts go with every run (provenance): through pynvml on NVIDIA GPUs (name, memory, clocks, power
+limit, active NVLink links, driver), the CPU model, core and thread counts otherwise; always the
+torch, Python and moesim versions, the host name and the load average.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from pathlib import Path
+
+from moesim.config.errors import ConfigError
+
+
+def parse_device(spec: str):
+    """``cpu``, ``cuda`` or ``cuda:N`` as a ``torch.device``; a device that is not there is a
+    ConfigError naming the field ``--device``."""
+    import torch
+
+    text = str(spec).strip().lower()
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        index = text.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise ConfigError(f"expected 'cuda:N' with an integer N, got '{spec}'",
+                              field="--device")
+        if not torch.cuda.is_available():
+            raise ConfigError(f"'{spec}' requested but torch {torch.__version__} sees no CUDA "
+                              "device (CPU-only build or no GPU); use --device cpu",
+                              field="--device")
+        count = torch.cuda.device_count()
+        if int(index) >= count:
+            raise ConfigError(f"'{spec}' requested but only {count} CUDA device(s) exist "
+                              f"(cuda:0..cuda:{count - 1})", field="--device")
+        return torch.device("cuda", int(index))
+    raise ConfigError(f"unknown device '{spec}'; expected cpu, cuda or cuda:N", field="--device")
+
+
+def set_threads(device, threads: int | None) -> int:
+    """Fix torch's intra-op threads (CPU: ``threads`` or every usable core); returns the count."""
+    import torch
+
+    if device.type == "cpu":
+        usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count())
+        count = threads or usable or 1
+        if count < 1:
+            raise ConfigError(f"expected a thread count >= 1, got {count}", field="--threads")
+        torch.set_num_threads(count)
+    return torch.get_num_threads()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_facts() -> dict:
+    import torch
+
+    facts = {"cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(),
+             "torch_threads": torch.get_num_threads(),
+             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+             "mkldnn_available": bool(torch.backends.mkldnn.is_available())}
+    try:
+        facts["memory_total_bytes"] = int(
+            next(ln for ln in Path("/proc/meminfo").read_text().splitlines()
+                 if ln.startswith("MemTotal")).split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        pass
+    if hasattr(os, "getloadavg"):
+        facts["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return facts
+
+
+def nvml_facts(index: int) -> dict:
+    """NVIDIA GPU facts via pynvml; an empty dict with the reason when NVML is unavailable."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"nvml": "pynvml not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return {"nvml": f"unavailable: {exc}"}
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name = pynvml.nvmlDeviceGetName(h)
+        facts = {
+            "gpu_name": name.decode() if isinstance(name, bytes) else name,
+            "memory_total_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
+            "driver_version": _text(pynvml.nvmlSystemGetDriverVersion()),
+            "sm_clock_max_hz": pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM) * 1e6,
+            "mem_clock_max_hz": pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_MEM) * 1e6,
+            "sm_clock_now_hz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM) * 1e6,
+            "power_limit_w": pynvml.nvmlDeviceGetPowerManagementLimit(h) / 1e3,
+            "nvlink_active_links": _nvlinks(pynvml, h),
+        }
+    except pynvml.NVMLError as exc:
+        facts = {"nvml": f"query failed: {exc}"}
+    finally:
+        pynvml.nvmlShutdown()
+    return facts
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _nvlinks(pynvml, handle) -> int:
+    active = 0
+    for link in range(getattr(pynvml, "NVML_NVLINK_MAX_LINKS", 18)):
+        try:
+            state = pynvml.nvmlDeviceGetNvLinkState(handle, link)
+            active += int(state == pynvml.NVML_FEATURE_ENABLED)
+        except pynvml.NVMLError:
+            break
+    return active
+
+
+def device_facts(device) -> dict:
+    """Everything worth knowing to compare two runs: device, versions, host."""
+    import torch
+
+    from moesim import __version__
+
+    facts = {"device": str(device), "device_type": device.type, "torch": torch.__version__,
+             "python": platform.python_version(), "moesim": __version__,
+             "host": socket.gethostname(), "platform": platform.platform()}
+    facts.update(cpu_facts())
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        facts.update({"cuda": torch.version.cuda, "gpu_name_torch": props.name,
+                      "sm_count": props.multi_processor_count,
+                      "compute_capability": f"{props.major}.{props.minor}"})
+        facts.update(nvml_facts(device.index or 0))
+    return facts
