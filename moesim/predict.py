@@ -173,7 +173,27 @@ def _layer_rows(sub: dict, hw) -> layer.LayerRows:
                                     sub["hidden"], sub["combine_dtype"]),
         peak_gemm_flops_per_s=_map(hw.peak_flops_per_s, gemm_dtype),
         peak_router_flops_per_s=_map(hw.peak_flops_per_s, act_dtype),
-        gemm_dtype=gemm_dtype, act_dtype=act_dtype, gemm_curve=hw.efficiency.gemm)
+        gemm_dtype=gemm_dtype, act_dtype=act_dtype, gemm_curve=hw.efficiency.gemm,
+        **_phase_tables(hw, act_dtype))
+
+
+def _phase_tables(hw, act_dtype: np.ndarray) -> dict:
+    """Per-row kernel counts and streaming efficiencies of the memory-bound phases."""
+    from moesim.config.hardware import DEFAULT_PHASE_KERNELS
+
+    phases = hw.efficiency.phases
+    base_eff = float(hw.efficiency.memory_bandwidth.at(1.0))
+    kernels, eff = {}, {}
+    for phase, default in DEFAULT_PHASE_KERNELS.items():
+        if phases is None:
+            kernels[phase] = np.full(len(act_dtype), default)
+            eff[phase] = np.full(len(act_dtype), base_eff)
+            continue
+        kernels[phase] = _map(lambda d, p=phase, k=default: phases.lookup("kernels", p, d, k),
+                              act_dtype)
+        eff[phase] = _map(lambda d, p=phase: phases.lookup("memory_efficiency", p, d, base_eff),
+                          act_dtype)
+    return {"phase_kernels": kernels, "phase_mem_eff": eff}
 
 
 #: Placements/probabilities injected by ``predict(..., placement=Placement, q=array)``, keyed by

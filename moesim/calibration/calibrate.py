@@ -199,6 +199,28 @@ def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> No
         quality["router"] = _router_check(dev, fit.tables, router, mem_bps)
     quality["streaming"] = stream_fit.stream_errors(meas.records, mem_bps, launch_s)
     quality["layer_kernel_fixed_costs"] = stream_fit.fixed_costs(meas.records, launch_s)
+    _phase_part(doc, quality["layer_kernel_fixed_costs"],
+                doc["memory"].get("bandwidth_bytes_per_s", base.memory.bandwidth_bytes_per_s))
+
+
+def _phase_part(doc, fixed: dict, peak_bytes_per_s: float) -> None:
+    """``efficiency.phases`` from the per-phase fits ``t = fixed + bytes / rate``: kernels =
+    fixed / launch overhead (at least 1), streaming efficiency = rate / peak bandwidth (the
+    router's rate is dominated by its GEMM, which the model costs separately)."""
+    kernels, mem_eff = {}, {}
+    for key, fit in fixed.items():
+        phase = key.split("/")[0]
+        if fit.get("implied_launches") is not None:
+            kernels[key] = max(1.0, float(fit["implied_launches"]))
+        if phase != "router" and fit.get("bytes_per_s", 0) > 0:
+            mem_eff[key] = round(min(1.0, fit["bytes_per_s"] / peak_bytes_per_s), 4)
+    if kernels or mem_eff:
+        doc["efficiency"]["phases"] = {
+            "basis": "measured", "kernels": kernels, "memory_efficiency": mem_eff,
+            "note": ("per phase/dtype fit of t = fixed + bytes / rate over token counts: kernels "
+                     "= fixed / launch_overhead_s (eager torch runs several ops per phase), "
+                     "memory_efficiency = rate / peak memory bandwidth with the model's byte "
+                     "count (fp32 accumulation and unfused temporaries move more bytes)")}
 
 
 def _comm_part(doc, quality, meas, base, launch_s, facts, opts) -> None:

@@ -112,6 +112,39 @@ class Efficiency(_Frozen):
         return np.interp(np.log(x), log_x, eff)
 
 
+#: Kernels each memory-bound phase launches when fused as on GPUs: router = GEMM + score + top-k,
+#: permute = index build + gather, unpermute = weighted gather + reduce, activation = one
+#: fused SwiGLU/GELU kernel. Calibration replaces them with measured op counts (eager torch).
+DEFAULT_PHASE_KERNELS = {"router": 3.0, "permute": 2.0, "unpermute": 2.0, "activation": 1.0}
+
+
+class PhaseCosts(_Frozen):
+    """How the small memory-bound phases run on this device and framework.
+
+    ``kernels``: kernel launches (torch ops) per phase, each costing ``launch_overhead_s``;
+    ``memory_efficiency``: fraction of peak memory bandwidth the phase's streaming reaches.
+    Keys are ``phase`` or ``phase/dtype`` (the dtype of the activations); missing keys fall back
+    to :data:`DEFAULT_PHASE_KERNELS` and ``efficiency.memory_bandwidth``.
+    """
+
+    kernels: dict[str, float] = Field(default_factory=dict)
+    memory_efficiency: dict[str, float] = Field(default_factory=dict)
+    basis: Literal["measured", "assumption"]
+    note: str = Field(min_length=3)
+
+    @field_validator("memory_efficiency")
+    @classmethod
+    def _fraction(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, eff in value.items():
+            if not 0 < eff <= 1:
+                raise ValueError(f"memory_efficiency['{key}'] must be in (0, 1], got {eff}")
+        return value
+
+    def lookup(self, table: str, phase: str, dtype: str, default: float) -> float:
+        values = getattr(self, table)
+        return values.get(f"{phase}/{dtype}", values.get(phase, default))
+
+
 class Efficiencies(_Frozen):
     """The efficiency factors the cost model reads. See docs in each profile for rationale."""
 
@@ -120,6 +153,7 @@ class Efficiencies(_Frozen):
     scale_up_bandwidth: Efficiency  # fraction of NVLink/xGMI peak reached by all-to-all
     scale_out_bandwidth: Efficiency  # fraction of NIC peak reached by all-to-all
     host_link_bandwidth: Efficiency | None = None  # fraction of host-link peak (expert fetches)
+    phases: PhaseCosts | None = None  # kernels and streaming efficiency of memory-bound phases
 
 
 class HardwareProfile(_Frozen):

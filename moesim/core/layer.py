@@ -69,6 +69,8 @@ class LayerRows:
     gemm_dtype: np.ndarray  # object array of dtype names
     act_dtype: np.ndarray
     gemm_curve: object  # the profile's efficiency.gemm (an ``Efficiency``)
+    phase_kernels: dict  # phase -> kernels launched ``[rows]`` (router, permute, unpermute, activation)
+    phase_mem_eff: dict  # phase -> memory-bandwidth efficiency of its streaming ``[rows]``
 
     def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray) -> np.ndarray:
         first = dtypes[0]
@@ -93,6 +95,8 @@ class LayerRows:
 
         arrays = {f.name: getattr(self, f.name)[mask] for f in fields(self)
                   if isinstance(getattr(self, f.name), np.ndarray)}
+        for name in ("phase_kernels", "phase_mem_eff"):
+            arrays[name] = {k: v[mask] for k, v in getattr(self, name).items()}
         arrays["tokens"] = arrays["tokens"] * token_scale
         return replace(self, **arrays)
 
@@ -118,16 +122,21 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
     h, f, m, a = rows.hidden, rows.expert_ffn, rows.matrices, rows.act_bytes
     t, k = rows.tokens, rows.top_k
     launch = hw.launch_overhead_s
-    stream = lambda nbytes, launches: gemm.streaming_time(  # noqa: E731
-        nbytes, hw.mem_bytes_per_s, hw.mem_eff, launches, launch)
+    kernels, eff = rows.phase_kernels, rows.phase_mem_eff
+
+    def stream(nbytes, phase: str, launches=None):
+        """Streaming time of ``phase``: bytes at its bandwidth + its kernel launches."""
+        return gemm.streaming_time(nbytes, hw.mem_bytes_per_s, _col(eff[phase]),
+                                   _col(kernels[phase]) if launches is None else launches, launch)
 
     router = _dense(hw, t, h, rows.experts, h * rows.experts * a, (h + rows.experts) * a,
                     rows.peak_router_flops_per_s, rows.router_eff)
     score_bytes = _col(t * rows.experts * 4.0 * 2 + t * k * 8.0)  # fp32 logits in/out, ids+weights
-    router_s = router.time_s + stream(score_bytes, 2)
+    # the router GEMM is one of the router's kernels; score + top-k are the others
+    router_s = router.time_s + stream(score_bytes, "router", _col(kernels["router"] - 1.0))
     rows_bytes = _col(t * k * h * a)
-    permute_s = stream(rows_bytes * 2, 2)  # read + write every (token, expert) row
-    unpermute_s = stream(rows_bytes + _col(t * h * a), 2)
+    permute_s = stream(rows_bytes * 2, "permute")  # read + write every (token, expert) row
+    unpermute_s = stream(rows_bytes + _col(t * h * a), "unpermute")
 
     kw = dict(units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n, mem_bytes_per_s=hw.mem_bytes_per_s,
               eff_mem=hw.mem_eff, launch_overhead_s=launch, grouped=hw.grouped_gemm,
@@ -137,8 +146,10 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
     g1 = gemm.grouped_gemm(load, h, up_n, h * up_n * rows.weight_bytes_per_param, (h + up_n) * a, **kw)
     g2 = gemm.grouped_gemm(load, f, h, h * f * rows.weight_bytes_per_param, (f + h) * a, **kw)
     dev_tokens = load.tokens
-    act_launch = 1.0 if hw.grouped_gemm else load.experts_hit
-    act_s = stream(dev_tokens * _col((up_n + f) * a), np.where(dev_tokens > 0, act_launch, 0.0))
+    act_kernels = _col(kernels["activation"])
+    act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
+    act_s = stream(dev_tokens * _col((up_n + f) * a), "activation",
+                   np.where(dev_tokens > 0, act_launch, 0.0))
     experts_s = g1.time_s + g2.time_s + act_s
 
     sf = rows.shared_ffn
@@ -147,7 +158,8 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
                 (h + (m - 1) * sf) * a, rows.peak_gemm_flops_per_s, rows.gemm_eff)
     s2 = _dense(hw, t * has_shared, sf, h, h * sf * rows.weight_bytes_per_param, (sf + h) * a,
                 rows.peak_gemm_flops_per_s, rows.gemm_eff)
-    shared_act = stream(_col(t * has_shared * ((m - 1) * sf + sf) * a), _col(has_shared * 1.0))
+    shared_act = stream(_col(t * has_shared * ((m - 1) * sf + sf) * a), "activation",
+                        _col(has_shared * kernels["activation"]))
     shared_s = s1.time_s + s2.time_s + shared_act
 
     link = dict(up_bytes_per_s=hw.up_bytes_per_s, up_eff=hw.up_eff, up_latency_s=hw.up_latency_s,
