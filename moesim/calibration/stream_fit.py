@@ -75,8 +75,11 @@ def fixed_costs(recs: list[Record], launch_s: float) -> dict:
     charged = {**MODEL_LAUNCHES, "router": 3}
     out = {}
     for kind in ("router",) + STREAM_KINDS:
-        for dtype in sorted({r.params.get("dtype") for r in recs if r.kind == kind}):
-            mine = [r for r in recs if r.kind == kind and r.params.get("dtype") == dtype]
+        for dtype in sorted({r.params.get("dtype") for r in recs
+                             if r.kind in (kind, f"layer_{kind}")}):
+            # the reference layer's own phases, where measured, beat the stand-alone kernels
+            mine = [r for r in recs if r.kind == f"layer_{kind}" and r.params.get("dtype") == dtype]
+            mine = mine or [r for r in recs if r.kind == kind and r.params.get("dtype") == dtype]
             if len({r.params["bytes"] for r in mine}) < 2:
                 continue
             fit = fit_alpha_beta([r.params["bytes"] for r in mine],
@@ -84,5 +87,5 @@ def fixed_costs(recs: list[Record], launch_s: float) -> dict:
             out[f"{kind}/{dtype}"] = {
                 "fixed_s": fit.alpha_s, "bytes_per_s": fit.rate,
                 "implied_launches": round(fit.alpha_s / launch_s, 1) if launch_s > 0 else None,
-                "model_launches": charged[kind]}
+                "model_launches": charged[kind], "source": mine[0].kind}
     return out

@@ -31,6 +31,9 @@ KINDS: dict[str, dict[str, str]] = {
     "permute": {"dtype": _STR, "tokens": _INT, "hidden": _INT, "experts": _INT, "top_k": _INT},
     "unpermute": {"dtype": _STR, "tokens": _INT, "hidden": _INT, "experts": _INT, "top_k": _INT},
     "activation": {"dtype": _STR, "tokens": _INT, "ffn": _INT},
+    # phases of the reference MoE layer (moesim.measure.MoELayer), timed in place
+    **{f"layer_{p}": {"dtype": _STR, "tokens": _INT, "hidden": _INT, "experts": _INT,
+                      "top_k": _INT, "bytes": _NUM} for p in ("router", "permute", "unpermute")},
     "alltoall": {"pattern": _STR, "world_size": _INT, "nodes": _INT, "send_intra": _LIST,
                  "recv_intra": _LIST, "send_inter": _LIST, "recv_inter": _LIST},
 }

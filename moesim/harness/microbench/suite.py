@@ -14,7 +14,7 @@ from moesim.harness.microbench.common import Context, dtype_works
 from moesim.harness.microbench.plan import Plan
 from moesim.harness.records import Measurements, Record
 
-SECTIONS = ("ops", "copy", "gemm", "grouped", "alltoall")
+SECTIONS = ("ops", "layer", "copy", "gemm", "grouped", "alltoall")
 
 
 def _log(msg: str) -> None:
@@ -103,6 +103,18 @@ def _ops(ctx: Context, plan: Plan, log) -> list[Record]:
     return out
 
 
+def _layer(ctx: Context, plan: Plan, log) -> list[Record]:
+    from moesim.harness.microbench.layer import LAYER_MODEL, measure_layer_phases
+
+    hidden, ffn, experts, top_k = LAYER_MODEL
+    out = []
+    for dtype in plan.dtypes:
+        for tokens in plan.op_sizes:
+            out += measure_layer_phases(ctx, dtype, tokens, hidden, ffn, experts, top_k)
+    log(f"reference layer router, permute, unpermute: {len(out)} points")
+    return out
+
+
 def _copy(ctx: Context, plan: Plan, log) -> list[Record]:
     from moesim.harness.microbench.ops import measure_copy
 
@@ -151,7 +163,7 @@ def run_suite(device, plan: Plan, cache_bytes: float, sections=SECTIONS,
             if name == "alltoall":
                 records += _alltoall(device, plan, log, Path(tmp))
             else:
-                records += {"ops": _ops, "copy": _copy, "gemm": _gemm,
+                records += {"ops": _ops, "layer": _layer, "copy": _copy, "gemm": _gemm,
                             "grouped": _grouped}[name](ctx, plan, log)
             log(f"{name} took {time.perf_counter() - t0:.1f} s")
     prov = {**(provenance or {}), "device_facts": device_facts(device),

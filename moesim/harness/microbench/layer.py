@@ -1,0 +1,60 @@
+"""The reference MoE layer's own small phases, timed in place: router, permute, unpermute.
+
+Eager frameworks run several ops per phase (score, top-k, normalisation, sort, gather, casts),
+so the cost of these phases is best measured on the code path that the measured layers run:
+``moesim.measure.MoELayer`` with a ``WallTimer``. Each record holds the median seconds of one
+phase at one token count, and ``bytes`` = the cost model's byte count for that phase
+(``moesim.core.layer``), so calibration fits ``t = fixed + bytes / rate`` in the model's terms.
+The calibration shape (``Plan.op_model``) is not one of the validation shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from moesim.config.dtypes import bytes_per_element
+from moesim.harness.microbench.common import Context
+from moesim.harness.records import Record
+from moesim.harness.stats import Stats
+
+LAYER_PHASES = ("router", "permute", "unpermute")
+#: hidden, ffn, experts, top_k of the calibration layer: a shape no validation scenario uses
+LAYER_MODEL = (512, 384, 12, 3)
+
+
+def phase_bytes(phase: str, tokens: int, hidden: int, experts: int, top_k: int,
+                act_bytes: float) -> float:
+    """The cost model's streaming bytes of ``phase`` (see ``moesim.core.layer.phase_costs``)."""
+    rows = tokens * top_k * hidden * act_bytes
+    return {"router": tokens * experts * 4.0 * 2 + tokens * top_k * 8.0,
+            "permute": 2.0 * rows,
+            "unpermute": rows + tokens * hidden * act_bytes}[phase]
+
+
+def measure_layer_phases(ctx: Context, dtype: str, tokens: int, hidden: int, ffn: int,
+                         experts: int, top_k: int) -> list[Record]:
+    """Median seconds of each small phase of one ``MoELayer`` forward at ``tokens`` tokens."""
+    import torch
+
+    from moesim.config import MoEModel
+    from moesim.measure import MoELayer, WallTimer, sample_topk_ids, uniform_probs
+
+    model = MoEModel(hidden=hidden, expert_ffn=ffn, experts=experts, top_k=top_k,
+                     activation_dtype=dtype, weight_dtype=dtype)
+    layer = MoELayer(model, dtype=dtype, device=ctx.device, seed=1)
+    xs = [ctx.randn(tokens, hidden, dtype=layer.dtype) for _ in range(4)]
+    ids = [sample_topk_ids(uniform_probs(experts), tokens, top_k, seed=i) for i in range(4)]
+    samples: dict[str, list[float]] = {p: [] for p in LAYER_PHASES}
+    repeats = max(11, ctx.config.min_repeats)
+    with torch.no_grad():
+        for i in range(repeats + 2):
+            timer = WallTimer(ctx.device)
+            layer(xs[i % 4], timer=timer, topk_idx=ids[i % 4])
+            if i >= 2:  # warm-up
+                for p in LAYER_PHASES:
+                    samples[p].append(timer.seconds[p])
+    a = bytes_per_element(dtype)
+    base = {"dtype": dtype, "tokens": tokens, "hidden": hidden, "ffn": ffn, "experts": experts,
+            "top_k": top_k}
+    return [Record(f"layer_{p}", {**base, "bytes": phase_bytes(p, tokens, hidden, experts,
+                                                               top_k, a)},
+                   Stats.from_samples(np.array(samples[p]))) for p in LAYER_PHASES]
