@@ -1,6 +1,8 @@
 """Measurement side of moesim: real MoE layers in torch, instrumented by phase.
 
-The only moesim package besides ``moesim.harness`` that imports torch. ``forced`` is numpy only.
+The only moesim package besides ``moesim.harness`` that imports torch. ``forced``, ``runner`` and
+``scenario_hook`` (``run_scenario_measurements``, the scenarios' ``mode: measure`` hook) are
+torch-free; the workers they launch import torch.
 Names are imported lazily, so ``moesim.measure.forced`` loads without torch.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ _EXPORTS = {
     "sample_topk_ids": "forced", "zipf_probs": "forced", "uniform_probs": "forced",
     "contiguous_placement": "placement", "check_placement": "placement",
     "grouped_mm_supported": "experts",
+    "run_scenario_measurements": "scenario_hook", "MeasureSettings": "runner",
 }
 
 __all__ = sorted(_EXPORTS)

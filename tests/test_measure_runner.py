@@ -1,0 +1,313 @@
+"""``moesim measure``: resumable runs, measured columns and errors, forced routing under EP."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moesim import predict_many
+from moesim.config import ConfigError
+from moesim.core.placement import build_placement
+from moesim.core.routing import inclusion_probs
+from moesim.measure.runner import (PARTIAL_NAME, MeasureError, MeasureSettings, PartialStore,
+                                   build_case, inprocess_launcher)
+from moesim.measure.scenario_hook import (attach, error_band, mape_table,
+                                          run_scenario_measurements)
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+
+from moesim.measure.ep_bench_worker import combine_ranks, sample_inclusion_ids  # noqa: E402
+
+TINY = dict(model="custom", hardware="cpu", hidden=16, expert_ffn=16, experts=8, top_k=2,
+            weight_dtype="fp32", activation_dtype="fp32", dispatch_dtype="fp32",
+            combine_dtype="fp32", routing="uniform", ep=1)
+FAST = MeasureSettings(repeats=3, warmup=1, threads=1, cache_bytes=0)
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    return predict_many(pd.DataFrame([{**TINY, **r} for r in rows]))
+
+
+# --- forced routing ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("routing, top_k", [("uniform", 1), ("zipf:1.5", 4), ("zipf:3", 8)])
+def test_forced_ids_have_the_cost_models_inclusion_probabilities(routing, top_k):
+    q = inclusion_probs(routing, 32, top_k, seed=3)
+    tokens = 20_000
+    ids = sample_inclusion_ids(q, tokens, top_k, seed=1)
+    assert ids.shape == (tokens, top_k)
+    assert not np.any(np.diff(np.sort(ids, axis=1), axis=1) == 0)        # distinct per token
+    counts = np.bincount(ids.ravel(), minlength=32)
+    sigma = np.sqrt(tokens * q * (1 - q)) + 1e-9                          # Binomial(T, q_e)
+    assert np.all(np.abs(counts - tokens * q) <= 5 * sigma + 1e-6)
+
+
+def test_forced_ids_reject_bad_q():
+    with pytest.raises(ValueError, match="sum"):
+        sample_inclusion_ids(np.full(8, 0.5), 4, 2, seed=0)
+
+
+# --- records -------------------------------------------------------------------------------
+
+def test_layer_time_runs_from_the_last_start_to_the_last_end():
+    phases = ("router", "permute", "dispatch", "experts", "combine", "unpermute", "shared_experts")
+
+    def rank(spans, experts, dispatch):
+        ph = {p: [0.0, 0.0] for p in phases}
+        ph["experts"], ph["dispatch"] = experts, dispatch
+        return {"total_s": [9.0, 9.0], "span_s": spans, "phases_s": ph, "slot_counts": [1],
+                "threads": 1, "layer_copies": 1}
+    # rank 1 leaves the barrier 1 s late in repeat 0; rank 0 waits for it in dispatch
+    per_rank = [rank([(0.0, 5.0), (10.0, 14.0)], [1.0, 3.0], [4.0, 1.0]),
+                rank([(1.0, 5.5), (10.0, 14.2)], [3.5, 1.0], [1.0, 3.2])]
+    rec = combine_ranks({"key": "k", "repeats": 2, "warmup": 0}, per_rank)
+    assert rec["total_s"] == pytest.approx([4.5, 4.2]) and rec["wall_s"] == [9.0, 9.0]
+    assert rec["critical_rank"] == [1, 0]
+    assert rec["phases_s"]["experts"] == [3.5, 3.0]
+    assert rec["phases_s"]["dispatch"] == [1.0, 1.0]          # the exchange, not the wait
+
+
+def test_partial_store_ignores_a_torn_last_line(tmp_path):
+    store = PartialStore(tmp_path / PARTIAL_NAME)
+    store.append({"key": "a", "x": 1})
+    with open(store.path, "a") as f:
+        f.write('{"key": "b", "x"')                                      # killed mid-write
+    assert list(store.load()) == ["a"]
+    store.path.write_text('{"key": "b"\n{"key": "a"}\n')
+    with pytest.raises(ConfigError, match="corrupt"):
+        store.load()
+
+
+# --- cases ---------------------------------------------------------------------------------
+
+def test_cases_use_the_cost_models_routing_and_placement():
+    row = {**TINY, "experts": 16, "ep": 4, "routing": "zipf:1.2", "placement": "balanced",
+           "seed": 5, "tokens": 8}
+    case = build_case(row, FAST)
+    q = inclusion_probs("zipf:1.2", 16, 2, 5)
+    assert np.allclose(case["q"], q)
+    assert case["placement"] == build_placement("balanced", 16, 4, q).as_lists()
+    same = build_case({**row, "hardware": "h100-sxm"}, FAST)
+    assert same["key"] == case["key"]                   # the profile does not change a measurement
+    assert build_case(row, MeasureSettings(repeats=4))["key"] != case["key"]
+
+
+@pytest.mark.parametrize("field, value, match", [("overlap", "two-batch", "overlap"),
+                                                  ("a2a_kernel", "padded", "a2a_kernel"),
+                                                  ("weight_dtype", "fp8", "one dtype")])
+def test_configs_the_layers_cannot_run_are_refused(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        build_case({**TINY, "tokens": 8, field: value}, FAST)
+
+
+# --- one rank, in process ------------------------------------------------------------------
+
+def test_resume_keeps_finished_rows_and_measures_only_the_rest(tmp_path):
+    table = _table([{"tokens": t} for t in (8, 16, 24, 32)])
+    seen = []
+
+    def interrupt_after_two(record):
+        seen.append(record["key"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt("injected")
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario_measurements(None, table, tmp_path, settings=FAST,
+                                  launcher=inprocess_launcher(interrupt_after_two))
+    first = PartialStore(tmp_path / PARTIAL_NAME).load()
+    assert list(first) == seen
+
+    asked = []
+    inner = inprocess_launcher()
+
+    def spy(cases, ep, partial, threads, timeout_s):
+        asked.extend(c["key"] for c in cases)
+        inner(cases, ep, partial, threads, timeout_s)
+    out = run_scenario_measurements(None, table, tmp_path, settings=FAST, launcher=spy)
+    assert len(asked) == 2 and not set(asked) & set(seen)
+    lines = (tmp_path / PARTIAL_NAME).read_text().splitlines()
+    keys = [json.loads(line)["key"] for line in lines]
+    assert len(keys) == len(set(keys)) == 4
+    final = PartialStore(tmp_path / PARTIAL_NAME).load()
+    assert all(final[k] == first[k] for k in seen)                      # finished rows kept
+    assert set(out["measure_key"]) == set(keys)
+    assert out["measured_time_s"].notna().all()
+
+
+def test_measured_columns_and_relative_errors_one_rank(tmp_path):
+    table = _table([{"tokens": 16, "shared_experts": 1, "shared_expert_ffn": 16},
+                    {"tokens": 16}])
+    out = run_scenario_measurements(None, table, tmp_path, settings=FAST,
+                                    launcher=inprocess_launcher())
+    for col in ("measured_time_s", "measured_time_p10_s", "measured_time_p90_s",
+                "measured_experts_s", "rel_error_time", "rel_error_experts",
+                "predicted_band_low_s", "predicted_band_high_s", "within_band",
+                "measured_threads_per_rank"):
+        assert col in out, col
+    assert (out["measured_time_p10_s"] <= out["measured_time_s"]).all()
+    assert (out["measured_time_s"] <= out["measured_time_p90_s"]).all()
+    expected = (out["time_s"] - out["measured_time_s"]) / out["measured_time_s"]
+    assert np.allclose(out["rel_error_time"], expected)
+    assert out["rel_error_dispatch"].isna().all()                 # nothing to exchange on 1 rank
+    assert out["measured_shared_experts_s"].iloc[0] > 0
+    assert np.isnan(out["rel_error_shared_experts"].iloc[1])
+    assert (out["measured_threads_per_rank"] == 1).all()
+    assert out["predicted_band_low_s"].isna().all()           # datasheet profile: no fit quality
+    summary = mape_table(out)
+    assert summary.loc["all", "rows"] == 2 and "experts" in summary
+
+
+def test_error_band_from_the_profiles_fit_quality(tmp_path):
+    profile = tmp_path / "cpu-fitted.yaml"
+    profile.write_text("name: cpu-fitted\ndescription: test\nbase: cpu\nkind: calibrated\n"
+                       "fit_quality:\n  gemm: {fp32: {holdout: {mean_abs_pct: 10.0}}}\n"
+                       "  streaming: {permute: {mean_abs_pct: 20.0}}\n")
+    table = pd.DataFrame({"hardware": [str(profile)], "time_s": [1.0], "router_s": [0.0],
+                          "permute_s": [0.25], "experts_s": [0.75], "measured_time_s": [1.2],
+                          "weight_dtype": ["fp32"]})
+    out = error_band(table)
+    # z = 2: experts 0.75 * 2 * 10 % + permute 0.25 * 2 * 20 % = 0.25
+    assert out["predicted_band_high_s"].iloc[0] == pytest.approx(1.25)
+    assert out["predicted_band_low_s"].iloc[0] == pytest.approx(0.75)
+    assert bool(out["within_band"].iloc[0])
+
+
+# --- two ranks, torchrun + gloo ------------------------------------------------------------
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_two_ranks_measure_and_reproduce_expected_expert_counts(tmp_path):
+    row = {"tokens": 512, "ep": 2, "routing": "zipf:1.2", "top_k": 2, "experts": 8}
+    table = _table([row])
+    out = run_scenario_measurements(None, table, tmp_path, settings=FAST)
+    r = out.iloc[0]
+    assert r["measured_time_s"] > 0 and r["measured_dispatch_s"] > 0 and r["measured_combine_s"] > 0
+    assert np.isfinite(r["rel_error_dispatch"]) and r["measured_threads_per_rank"] == 1
+    [record] = PartialStore(tmp_path / PARTIAL_NAME).load().values()
+    # slot counts of the measured forward against the cost model's expectation T_total * q
+    q = inclusion_probs("zipf:1.2", 8, 2, 0)
+    place = build_placement("contiguous", 8, 2, q)
+    counts = np.array(record["slot_counts"], dtype=float)
+    total = 2 * 512
+    expect = total * q[place.slot_expert] * place.slot_share
+    sigma = np.sqrt(expect * (1 - q[place.slot_expert]))
+    assert counts.sum() == total * 2
+    assert np.all(np.abs(counts - expect) <= 5 * sigma)
+
+
+def test_missing_rows_after_a_run_are_an_error(tmp_path):
+    table = _table([{"tokens": 8}])
+    with pytest.raises(MeasureError, match="no measurement"):
+        run_scenario_measurements(None, table, tmp_path, settings=FAST,
+                                  launcher=lambda *args: None)
+
+
+def test_attach_keeps_row_order_and_index():
+    table = _table([{"tokens": 8}, {"tokens": 16}]).set_axis([5, 9])
+    records = {k: {"key": k, "ep": 1, "repeats": 1, "threads_per_rank": 1,
+                   "total_s": [t], "phases_s": {"experts": [t]}}
+               for k, t in (("a", 1e-3), ("b", 2e-3))}
+    out = attach(table, ["b", "a"], records)
+    assert out.index.tolist() == [5, 9] and out["measured_time_s"].tolist() == [2e-3, 1e-3]
+
+
+def test_contaminated_configs_are_measured_again_and_the_cleanest_kept(tmp_path):
+    table = _table([{"tokens": 8}, {"tokens": 16}])
+    calls = []
+
+    def fake(cases, ep, partial, threads, timeout_s):
+        calls.append([c["key"] for c in cases])
+        store = PartialStore(partial)
+        for c in cases:     # the first attempt shares the CPU with someone else
+            frac = 0.5 if len(calls) == 1 else 0.01 * len(calls)
+            store.append({"key": c["key"], "ep": 1, "repeats": 1, "threads_per_rank": 1,
+                          "total_s": [1e-3 * len(calls)], "phases_s": {},
+                          "foreign_cpu_frac": frac, "foreign_cpu_s": 1.0})
+    settings = MeasureSettings(repeats=3, warmup=1, attempts=3)
+    out = run_scenario_measurements(None, table, tmp_path, settings=settings, launcher=fake)
+    assert [len(c) for c in calls] == [2, 2]          # measured again once, then clean
+    assert out["measured_time_s"].tolist() == [2e-3, 2e-3]
+    assert out["measured_foreign_cpu_frac"].tolist() == [0.02, 0.02]
+
+
+def test_shared_profile_scales_the_base_by_measured_shares(tmp_path):
+    from moesim.calibration.profile_writer import write_profile
+    from moesim.config import load_profile
+    from moesim.measure.runner import share_factors, shared_profile_doc
+
+    base_file = tmp_path / "cpu-x-shared1.yaml"
+    base_file.write_text(
+        "name: cpu-x-shared1\ndescription: t\nbase: cpu\nkind: calibrated\n"
+        "fit_quality:\n  gemm: {fp32: {holdout: {mean_abs_pct: 3.0}}}\n"
+        "  scale_up: {per_world_size: {'4': {alpha_s: 0.001, bytes_per_s: 8.0e+8,"
+        " in_sample: {mean_abs_pct: 20.0}}}}\n")
+    base = load_profile(base_file)
+
+    def rec(ranks, gemm, copy, ops):
+        return {"ranks": ranks, "threads_per_rank": 1, "duration_s": 1.0, "load_1m": 0.5,
+                "rates": {"gemm_flops_per_s": [gemm] * ranks, "copy_bytes_per_s": [copy] * ranks,
+                          "ops_per_s": [ops] * ranks}}
+    share = {1: [rec(1, 100e9, 20e9, 3e5)] * 3, 4: [rec(4, 48e9, 6e9, 1.5e5)] * 3}
+    assert share_factors(share, 4) == pytest.approx(
+        {"gemm_flops_per_s": 0.48, "copy_bytes_per_s": 0.3, "ops_per_s": 0.5})
+    doc = shared_profile_doc(base, str(base_file), "cpu-x-shared4", share, 4)
+    prof = write_profile(doc, tmp_path / "cpu-x-shared4.yaml", ["test"])
+    assert prof.compute.peak_flops_per_s["fp32"] == pytest.approx(
+        base.compute.peak_flops_per_s["fp32"] * 0.48, rel=1e-3)
+    assert prof.compute.launch_overhead_s == pytest.approx(base.compute.launch_overhead_s / 0.5,
+                                                           rel=1e-3)
+    assert prof.memory.bandwidth_bytes_per_s == pytest.approx(
+        base.memory.bandwidth_bytes_per_s * 0.3, rel=1e-3)
+    assert prof.scale_up.latency_s == pytest.approx(0.001 - prof.compute.launch_overhead_s,
+                                                    rel=1e-3)
+    assert prof.fit_quality["gemm"]["fp32"]["holdout"]["mean_abs_pct"] == 3.0
+
+
+TINY_SCENARIO = """\
+name: tiny-measure
+model: {hidden: 16, expert_ffn: 16, experts: 8, top_k: 2, weight_dtype: fp32,
+        activation_dtype: fp32, dispatch_dtype: fp32, combine_dtype: fp32}
+hardware: [cpu]
+run: {ep: 1}
+sweep:
+  tokens: [8, 16]
+mode: both
+outputs: {report: false, parquet: false}
+"""
+
+
+def test_cli_measures_a_scenario_and_resumes(tmp_path, capsys):
+    from moesim.cli import main
+
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(TINY_SCENARIO)
+    out = tmp_path / "out"
+    args = ["measure", str(scenario), "--out", str(out), "--repeats", "2", "--warmup", "1",
+            "--cache-mib", "0"]
+    assert main(args) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 2 and table["measured_time_s"].gt(0).all()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["measurement"]["threads_per_rank"] == [1]
+    assert "cpu_model" in meta["measurement"]["device"]
+    assert "time" in capsys.readouterr().out
+    lines = (out / PARTIAL_NAME).read_text().splitlines()
+    assert main(args) == 0                                            # resumes: nothing new
+    assert (out / PARTIAL_NAME).read_text().splitlines() == lines
+    # `moesim run` (mode both) goes through the same hook, default settings
+    assert main(["run", str(scenario), "--out", str(tmp_path / "run")]) == 0
+    run_table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert run_table["rel_error_time"].notna().all()
+    assert (tmp_path / "run" / "measurement.json").is_file()
+
+
+def test_cli_help_and_bad_arguments():
+    from moesim.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["measure", "--help"])
+    assert exc.value.code == 0
+    assert main(["measure"]) == 2                       # neither a scenario nor --shared-profiles
