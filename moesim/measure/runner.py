@@ -399,6 +399,6 @@ def _share_sources(share: dict[int, list], ranks: int, f: dict[str, float]) -> d
                                      f"throughput ({rates('ops_per_s')}); {loop}",
         "memory.bandwidth_bytes_per_s": f"base x {f['copy_bytes_per_s']:.3f}, the measured share of "
                                         f"32 MiB copy throughput ({rates('copy_bytes_per_s')}); {loop}",
-        "scale_up.latency_s": "alpha of the calibration's all-to-all fit for this rank count "
+        "scale_up.latency_s": "measured: alpha of the calibration's all-to-all fit for this rank count "
                               "minus the shared launch overhead",
     }
