@@ -48,7 +48,7 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
                 q, place, np.full(samples, float(tokens)), counts, vol,
                 float(row["capacity_factor"]), top_k, sampled=True)
         costs = layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
-                                  counts, hit, vol)
+                                  counts, hit, vol, row["a2a_kernel"])
         costs["drop_rate"] = rate
         return costs, imbalance
 

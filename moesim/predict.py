@@ -237,7 +237,7 @@ def _evaluate_group(sig: dict, sub: dict, idx: np.ndarray, outputs: dict) -> Non
             counts, vol, drop_rate = loads.apply_capacity(
                 q, place, r.tokens, counts, vol, float(sig["capacity_factor"]), int(sig["top_k"]))
         costs = layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
-                                  counts, hit, vol)
+                                  counts, hit, vol, sig["a2a_kernel"])
         costs["drop_rate"] = drop_rate
         return costs, imbalance
 

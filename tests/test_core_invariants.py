@@ -149,3 +149,20 @@ def test_trace_monte_carlo_agrees_with_its_expectation(tmp_path):
         mc = moesim.predict("olmoe-1b-7b", "h100-sxm", mode="montecarlo", samples=40, **kw)
         assert mc.time_s == pytest.approx(exp.time_s, rel=0.06)
         assert mc.breakdown_s["dispatch"] == pytest.approx(exp.breakdown_s["dispatch"], rel=0.08)
+
+
+def test_all_to_all_v_adds_count_exchange_and_receive_regroup():
+    """torch all_to_all_single with uneven splits: same bytes as per-expert, plus one latency
+    in dispatch and a regroup pass in permute/unpermute; identical on one device."""
+    kw = dict(tokens=256, ep=8)
+    a = moesim.predict("olmoe-1b-7b", "h100-sxm", a2a_kernel="per-expert", **kw)
+    b = moesim.predict("olmoe-1b-7b", "h100-sxm", a2a_kernel="all-to-all-v", **kw)
+    hw = moesim.load_profile("h100-sxm")
+    extra = hw.scale_up.latency_s + hw.compute.launch_overhead_s
+    assert b.breakdown_s["dispatch"] == pytest.approx(a.breakdown_s["dispatch"] + extra)
+    assert b.breakdown_s["combine"] == pytest.approx(a.breakdown_s["combine"])
+    assert b.breakdown_s["permute"] > a.breakdown_s["permute"]
+    assert b.comm_bytes == a.comm_bytes
+    one = [moesim.predict("olmoe-1b-7b", "h100-sxm", tokens=256, a2a_kernel=k).time_s
+           for k in ("per-expert", "all-to-all-v")]
+    assert one[0] == pytest.approx(one[1])

@@ -33,7 +33,7 @@ def add_config_args(p: argparse.ArgumentParser, *, multi_hardware: bool = False)
                    help="contiguous | round-robin | balanced | replicated:R | FILE")
     p.add_argument("--overlap", default="none", choices=["none", "shared", "two-batch"])
     p.add_argument("--a2a-kernel", dest="a2a_kernel", default="per-expert",
-                   choices=["per-expert", "per-device", "hierarchical", "padded"])
+                   choices=["per-expert", "all-to-all-v", "per-device", "hierarchical", "padded"])
     p.add_argument("--capacity-factor", type=float, dest="capacity_factor",
                    help="expert capacity as a multiple of the mean load (padded buffers, dropping)")
     p.add_argument("--drop-tokens", action="store_true", default=None, dest="drop_tokens",

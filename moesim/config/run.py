@@ -24,7 +24,8 @@ class RunConfig(BaseModel):
     placement: str = "contiguous"
     routing: str = "uniform"
     overlap: Literal["none", "shared", "two-batch"] = "none"
-    a2a_kernel: Literal["per-expert", "per-device", "hierarchical", "padded"] = "per-expert"
+    a2a_kernel: Literal["per-expert", "all-to-all-v", "per-device", "hierarchical",
+                        "padded"] = "per-expert"
     capacity_factor: float = Field(1.0, gt=0)
     drop_tokens: bool = False  # drop assignments beyond expert capacity (else dropless)
     seed: int = 0

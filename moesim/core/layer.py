@@ -117,8 +117,14 @@ def _dense(hw: DeviceParams, tokens, k_dim, n_dim, weight_bytes, act_bytes, peak
 
 
 def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_devices: int,
-                counts: np.ndarray, hit: np.ndarray, volumes: dict[str, np.ndarray]) -> dict:
-    """Per-phase cost arrays ``[rows, devices]`` plus the work counters behind them."""
+                counts: np.ndarray, hit: np.ndarray, volumes: dict[str, np.ndarray],
+                kernel: str = "per-expert") -> dict:
+    """Per-phase cost arrays ``[rows, devices]`` plus the work counters behind them.
+
+    ``kernel='all-to-all-v'`` (torch ``all_to_all_single`` with uneven splits) adds, when rows
+    cross devices, a count exchange to the dispatch (one latency + launch) and a receive-side
+    regroup of the rows by local expert to permute and unpermute (a read + write pass each).
+    """
     h, f, m, a = rows.hidden, rows.expert_ffn, rows.matrices, rows.act_bytes
     t, k = rows.tokens, rows.top_k
     launch = hw.launch_overhead_s
@@ -169,10 +175,20 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
     combine = comm.alltoall(volumes, rows.combine_bytes_per_copy, reverse=True, **link)
 
     ones = np.ones((1, num_devices))
+    permute_dev, unpermute_dev = permute_s * ones, unpermute_s * ones
+    dispatch_s = dispatch.time_s
+    if kernel == "all-to-all-v" and num_devices > 1:
+        moved = (dispatch.intra_bytes + dispatch.inter_bytes) > 0
+        count_exchange = np.where(dispatch.inter_bytes > 0, hw.out_latency_s, hw.up_latency_s)
+        dispatch_s = dispatch_s + np.where(moved, count_exchange + launch, 0.0)
+        regroup = dev_tokens * _col(2.0 * h * a)  # read + write every received row
+        permute_dev = permute_dev + stream(regroup, "permute")
+        # the way back is the same kind of row gather, not the weighted reduction
+        unpermute_dev = unpermute_dev + stream(regroup, "permute")
     phases = {
-        "router": router_s * ones, "permute": permute_s * ones, "dispatch": dispatch.time_s,
+        "router": router_s * ones, "permute": permute_dev, "dispatch": dispatch_s,
         "experts": experts_s, "shared_experts": shared_s * ones, "combine": combine.time_s,
-        "unpermute": unpermute_s * ones,
+        "unpermute": unpermute_dev,
     }
     expert_compute = g1.compute_s + g2.compute_s
     expert_memory = g1.memory_s + g2.memory_s + act_s

@@ -61,7 +61,7 @@ def sampled_loads(q: np.ndarray, placement: Placement, tokens_per_device: int, t
     hit = (counts > 0).astype(float)
     onehot = np.zeros((p.size, d))
     onehot[np.arange(p.size), placement.slot_device] = 1.0
-    if kernel == "per-expert":
+    if kernel in ("per-expert", "all-to-all-v"):
         pair = per_src @ onehot  # [samples, src, dst]
     elif kernel in ("per-device", "hierarchical"):
         pair = rng.binomial(tokens_per_device, np.clip(copies["to_device"], 0, 1),
@@ -124,7 +124,7 @@ def trace_loads(ids: np.ndarray, placement: Placement, tokens_per_device: int, s
         slot = slots_sorted[first_slot[window] + replica]
         counts[s] = np.bincount(slot.ravel(), minlength=counts.shape[1])
         dst = placement.slot_device[slot]  # [total, top_k]
-        if kernel == "per-expert":
+        if kernel in ("per-expert", "all-to-all-v"):
             np.add.at(pair[s], (np.repeat(src, top_k), dst.ravel()), 1.0)
         elif kernel in ("per-device", "hierarchical"):
             hit = np.zeros((total, d), dtype=bool)

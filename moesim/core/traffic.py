@@ -5,6 +5,9 @@ Kernel families (how many copies of a token cross the links):
 
 - ``per-expert``: one copy per (token, chosen expert) off the source device -- DeepEP's
   low-latency kernels and ``torch.distributed.all_to_all_single`` of permuted rows;
+- ``all-to-all-v``: the same copies through ``torch.distributed.all_to_all_single`` with uneven
+  splits: a count exchange (one more all-to-all latency) precedes the rows, and the receiving
+  device regroups the rows by local expert and back (one more read + write pass each way);
 - ``per-device``: one copy per destination device -- DeepEP's normal (throughput) kernels;
 - ``hierarchical``: one copy per destination node over the network, then one per destination
   device over NVLink inside the node -- DeepEP's internode normal kernels;
@@ -22,7 +25,7 @@ from moesim.config.dtypes import bytes_with_scales
 from moesim.core.placement import Placement
 from moesim.core.routing import cap_inclusion
 
-A2A_KERNELS = ("per-expert", "per-device", "hierarchical", "padded")
+A2A_KERNELS = ("per-expert", "all-to-all-v", "per-device", "hierarchical", "padded")
 
 
 def token_bytes(hidden, dtype: str) -> np.ndarray:
@@ -88,7 +91,7 @@ def copies_per_token(kernel: str, placement: Placement, q: np.ndarray, top_k: in
     num_devices = placement.num_devices
     dev_mass = placement.device_load(q)  # expected (token, expert) pairs on each device
     out: dict[str, np.ndarray] = {}
-    if kernel == "per-expert":
+    if kernel in ("per-expert", "all-to-all-v"):
         out["to_device"] = dev_mass
     elif kernel in ("per-device", "hierarchical"):
         out["to_device"] = hit_probability(placement.slot_device, num_devices, placement, q,
