@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -76,7 +77,7 @@ class MeasureSettings:
 
 def _plain(value):
     value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and value != value else value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def row_model(row: dict) -> MoEModel:
@@ -98,10 +99,12 @@ def check_measurable(model: MoEModel, run) -> str:
     if run.overlap != "none":
         raise ConfigError(f"overlap '{run.overlap}' is not implemented by the measured layers; "
                           "expected overlap: none", field="overlap")
-    if run.a2a_kernel != "per-expert":
+    if run.a2a_kernel not in ("all-to-all-v", "per-expert"):
         raise ConfigError(f"a2a_kernel '{run.a2a_kernel}' is not implemented by the measured "
-                          "layers (EPMoELayer sends one row per (token, expert)); expected "
-                          "per-expert", field="a2a_kernel")
+                          "layers (EPMoELayer sends one row per (token, expert) with "
+                          "all_to_all_single and uneven splits); expected all-to-all-v "
+                          "(per-expert predicts the same bytes without the count exchange)",
+                          field="a2a_kernel")
     dtypes = {model.gemm_dtype, model.activation_dtype, model.dispatch_dtype, model.combine_dtype}
     if len(dtypes) != 1 or model.gemm_dtype not in TORCH_DTYPES:
         raise ConfigError(f"the measured layers run in one dtype; expected weight/compute, "
@@ -142,7 +145,7 @@ def foreign(record: dict | None) -> float:
     if record is None:
         return float("inf")
     value = record.get("foreign_cpu_frac")
-    return float(value) if value is not None and value == value else 0.0
+    return 0.0 if value is None or math.isnan(value) else float(value)
 
 
 def contaminated(record: dict | None, settings: MeasureSettings) -> bool:
@@ -199,7 +202,8 @@ def run_worker(ep: int, worker_args: list[str], threads: int, timeout_s: float) 
     cmd += worker_args
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
     except subprocess.TimeoutExpired:
         raise MeasureError(f"measurement with {ep} rank(s) exceeded {timeout_s:.0f} s: "
                            f"{' '.join(cmd)}") from None
