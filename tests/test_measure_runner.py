@@ -11,19 +11,29 @@ from moesim import predict_many
 from moesim.config import ConfigError
 from moesim.core.placement import build_placement
 from moesim.core.routing import inclusion_probs
-from moesim.measure.runner import (PARTIAL_NAME, MeasureError, MeasureSettings, PartialStore,
-                                   build_case, inprocess_launcher)
-from moesim.measure.scenario_hook import (attach, error_band, mape_table,
-                                          run_scenario_measurements)
+from moesim.measure.runner import (
+    PARTIAL_NAME,
+    MeasureError,
+    MeasureSettings,
+    PartialStore,
+    build_case,
+    inprocess_launcher,
+)
+from moesim.measure.scenario_hook import (
+    attach,
+    error_band,
+    mape_table,
+    run_scenario_measurements,
+)
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
-from moesim.measure.ep_bench_worker import combine_ranks, sample_inclusion_ids  # noqa: E402
+from moesim.measure.ep_bench_worker import combine_ranks, sample_inclusion_ids
 
-TINY = dict(model="custom", hardware="cpu", hidden=16, expert_ffn=16, experts=8, top_k=2,
-            weight_dtype="fp32", activation_dtype="fp32", dispatch_dtype="fp32",
-            combine_dtype="fp32", routing="uniform", ep=1)
+TINY = {"model": "custom", "hardware": "cpu", "hidden": 16, "expert_ffn": 16, "experts": 8,
+        "top_k": 2, "weight_dtype": "fp32", "activation_dtype": "fp32", "dispatch_dtype": "fp32",
+        "combine_dtype": "fp32", "routing": "uniform", "ep": 1}
 FAST = MeasureSettings(repeats=3, warmup=1, threads=1, cache_bytes=0)
 
 

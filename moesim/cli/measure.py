@@ -98,8 +98,8 @@ def shared_profiles(args: argparse.Namespace) -> int:
         name = f"{family}-shared{r}"
         doc = shared_profile_doc(base, path.stem, name, share, r)
         header = [f"Per-rank profile derived by `moesim {' '.join(sys.argv[1:])}`.",
-                  f"{r} ranks x {args.threads} torch thread(s) share this machine; every rank "
-                  "gets the measured share of the base",
+                  (f"{r} ranks x {args.threads} torch thread(s) share this machine; every rank "
+                   "gets the measured share of the base"),
                   "profile's compute, memory bandwidth and op rate (sources: give the rates).",
                   "Not a fudge factor: each scale is a ratio of throughputs measured here."]
         write_profile(doc, path.with_name(f"{name}.yaml"), header)

@@ -80,7 +80,7 @@ def sample_inclusion_ids(q: np.ndarray, num_tokens: int, top_k: int, seed: int) 
 
 def _layer(case: dict, rank: int, num_ranks: int):
     model = MoEModel(**case["model"])
-    kw = dict(dtype=torch_dtype(case["dtype"]), seed=int(case.get("weight_seed", 0)))
+    kw = {"dtype": torch_dtype(case["dtype"]), "seed": int(case.get("weight_seed", 0))}
     if num_ranks == 1:
         return MoELayer(model, **kw)
     return EPMoELayer(model, case["placement"], rank=rank, **kw)
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, num_ranks = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if num_ranks > 1 and not args.no_pin:
         pin_to_core(rank, num_ranks)
-    sink = lambda rec: append_line(args.out, {**rec, "allocator": allocator})  # noqa: E731
+    sink = lambda rec: append_line(args.out, {**rec, "allocator": allocator})
     try:
         if args.share_s is not None:
             run_share(args.share_s, rank, num_ranks, sink)

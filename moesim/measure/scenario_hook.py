@@ -5,9 +5,11 @@
 ``moesim.core.layer.PHASES``:
 
 - ``measured_time_s``, ``measured_time_p10_s``, ``measured_time_p90_s``, ``measured_time_iqr_s``
-  (median and spread over the repeats of the slowest rank's layer time: the sum of its phases),
-  ``measured_wall_s`` (the slowest rank's whole forward, harness checks included) and
-  ``measured_<phase>_s`` with ``_p10_s``/``_p90_s`` (the critical rank's phase seconds);
+  (median and spread over the repeats of the layer time: from the last rank's first phase to
+  the last rank's last phase, see ``ep_bench_worker.combine_ranks``), ``measured_wall_s`` (the
+  slowest rank's whole forward from its barrier exit, harness checks included) and
+  ``measured_<phase>_s`` with ``_p10_s``/``_p90_s`` (compute phases of the critical rank;
+  dispatch/combine the shortest over ranks);
 - where the predicted columns exist (``time_s``, ``<phase>_s``, as ``predict_many`` names them):
   ``rel_error_time`` = (predicted - measured) / measured and ``rel_error_<phase>`` (NaN where
   the phase was not measured: dispatch/combine with one rank, absent shared experts);
@@ -15,8 +17,8 @@
   band from the calibrated profile's ``fit_quality`` (see :func:`error_band`);
 - provenance per row: ``measured_repeats``, ``measured_threads_per_rank``,
   ``measured_ranks_per_core``, ``measured_load_1m``, ``measured_foreign_cpu_frac`` (share of the
-  machine's CPU other processes took while the config was timed), ``measured_rank_spread``,
-  ``measure_key``.
+  machine's CPU other processes took while the config was timed), ``measured_rank_spread``
+  (the busiest rank's median compute over the idlest's), ``measure_key``.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import pandas as pd
 from moesim.core.layer import PHASES
 from moesim.harness.stats import Stats
 from moesim.measure.runner import MeasureSettings, measure_rows, usable_cores
+
 #: Where in a calibrated profile's ``fit_quality`` the error of each phase's fit is found:
 #: candidate paths, first present wins (``DTYPE``/``IMPL``: the row's GEMM dtype, the profile's
 #: expert GEMM implementation). Each ends at an error summary with ``mean_abs_pct`` (held-out
@@ -194,7 +197,7 @@ def measurement_metadata(table: pd.DataFrame, settings: MeasureSettings) -> dict
         return {"min": float(v.min()), "median": float(v.median()), "max": float(v.max())}
     return {
         "device": facts, "settings": settings_dict(settings),
-        "threads_per_rank": sorted(set(int(t) for t in table["measured_threads_per_rank"])),
+        "threads_per_rank": sorted({int(t) for t in table["measured_threads_per_rank"]}),
         "launch": "python -m torch.distributed.run --standalone --nproc_per_node=EP -m "
                   "moesim.measure.ep_bench_worker (gloo); ep 1 without torchrun",
         "method": METHOD,
