@@ -125,3 +125,29 @@ def test_chunked_evaluation_matches_one_call_and_keeps_order():
     whole = predict_many(configs)
     pd.testing.assert_frame_equal(chunked.reset_index(drop=True), whole)
     pd.testing.assert_frame_equal(chunked[configs.columns].reset_index(drop=True), configs)
+
+
+def test_zip_columns_may_repeat_values_but_not_rows():
+    """routing x shared experts paired inside one zip group: columns repeat, rows are distinct;
+    a repeated row is an error naming the file, line and group."""
+    import pytest
+
+    from moesim.config import ConfigError
+
+    body = """
+        name: zipped
+        model: mixtral-8x7b
+        hardware: [h100-sxm]
+        tokens: 64
+        sweep:
+          zip:
+            - routing: [uniform, "zipf:1.2", uniform, "zipf:1.2"]
+              shared_experts: [0, 0, 1, 1]
+              shared_expert_ffn: [4096, 4096, 4096, 4096]
+    """
+    table = expand(scenario(body))
+    assert sorted(zip(table["routing"], table["shared_experts"])) == [
+        ("uniform", 0), ("uniform", 1), ("zipf:1.2", 0), ("zipf:1.2", 1)]
+    with pytest.raises(ConfigError, match="repeated rows in zip group") as err:
+        expand(scenario(body.replace("[0, 0, 1, 1]", "[0, 0, 0, 1]")))
+    assert err.value.file == "test.yaml" and err.value.line is not None

@@ -63,12 +63,16 @@ def _zip_groups(value, doc: LocatedYaml) -> list[Axis]:
         columns = {}
         for key, vals in group.items():
             _check_field(key, doc, prefix + (key,))
-            columns[key] = _values(vals, doc, prefix + (key,))
+            columns[key] = _values(vals, doc, prefix + (key,), distinct=False)
         lengths = {k: len(v) for k, v in columns.items()}
         if len(set(lengths.values())) > 1:
             desc = ", ".join(f"{k}: {n}" for k, n in lengths.items())
             raise doc.error(f"zip group lists must have equal lengths; got {desc}", prefix)
-        axes.append(Axis(tuple(columns), tuple(zip(*columns.values())), prefix))
+        rows = tuple(zip(*columns.values()))
+        if len(set(map(repr, rows))) != len(rows):  # a column may repeat; a row may not
+            raise doc.error(f"repeated rows in zip group ({', '.join(columns)}); expected each "
+                            "combination once", prefix)
+        axes.append(Axis(tuple(columns), rows, prefix))
     return axes
 
 
@@ -87,7 +91,7 @@ def _check_unique(axes: list[Axis], doc: LocatedYaml) -> None:
             seen.add(name)
 
 
-def _values(value, doc: LocatedYaml, path: tuple) -> list:
+def _values(value, doc: LocatedYaml, path: tuple, distinct: bool = True) -> list:
     if isinstance(value, dict):
         return _range(value, doc, path)
     if not isinstance(value, list):
@@ -98,7 +102,7 @@ def _values(value, doc: LocatedYaml, path: tuple) -> list:
     for i, item in enumerate(value):
         if isinstance(item, (dict, list)) or item is None:
             raise doc.error(f"expected a scalar value, got {item!r}", path + (i,))
-    if len(set(map(repr, value))) != len(value):
+    if distinct and len(set(map(repr, value))) != len(value):
         raise doc.error(f"repeated values in {value!r}; expected distinct values", path)
     return list(value)
 
