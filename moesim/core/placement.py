@@ -117,6 +117,26 @@ def balanced(q: np.ndarray, num_devices: int) -> Placement:
     return _from_lists(_pack([(float(q[e]), e) for e in range(experts)], num_devices, per), experts)
 
 
+def replica_counts(loads: np.ndarray, num_slots: int, max_copies: int) -> np.ndarray:
+    """Copies per expert ``[num_experts]`` summing to ``num_slots``, at most ``max_copies`` each:
+    each extra slot goes to the expert whose per-copy load is highest (EPLB's replication)."""
+    loads = np.asarray(loads, dtype=float)
+    copies = np.ones(loads.size, dtype=np.int64)
+    if num_slots < loads.size or loads.size * max_copies < num_slots:
+        raise ConfigError(f"cannot spread {num_slots} slots over {loads.size} experts with at "
+                          f"most {max_copies} copies each", field="redundant")
+    heap = [(-float(loads[e]), e) for e in range(loads.size)]
+    heapq.heapify(heap)
+    for _ in range(num_slots - loads.size):
+        while True:
+            _, e = heapq.heappop(heap)
+            if copies[e] < max_copies:
+                break
+        copies[e] += 1
+        heapq.heappush(heap, (-float(loads[e]) / copies[e], e))
+    return copies
+
+
 def replicated(q: np.ndarray, num_devices: int, redundant: int) -> Placement:
     """EPLB-style: give each of ``redundant`` extra slots to the expert whose per-copy load is
     highest (replicas split tokens evenly), then pack slots greedily by per-copy load."""
@@ -125,16 +145,7 @@ def replicated(q: np.ndarray, num_devices: int, redundant: int) -> Placement:
     if redundant > experts * (num_devices - 1):
         raise ConfigError(f"{redundant} redundant slots exceed what {num_devices} devices can "
                           "hold without duplicating an expert on a device", field="placement")
-    copies = np.ones(experts, dtype=int)
-    heap = [(-float(q[e]), e) for e in range(experts)]
-    heapq.heapify(heap)
-    for _ in range(redundant):
-        while True:
-            _, e = heapq.heappop(heap)
-            if copies[e] < num_devices:
-                break
-        copies[e] += 1
-        heapq.heappush(heap, (-float(q[e]) / copies[e], e))
+    copies = replica_counts(q, experts + redundant, num_devices)
     slots = [(float(q[e]) / copies[e], e) for e in range(experts) for _ in range(copies[e])]
     return _from_lists(_pack(slots, num_devices, per), experts)
 

@@ -14,26 +14,13 @@ import heapq
 import numpy as np
 
 from moesim.config.errors import ConfigError
+from moesim.core.placement import replica_counts
 
 
 def replicate(loads: np.ndarray, num_slots: int, max_copies: int) -> np.ndarray:
-    """Copies per expert ``[num_experts]`` summing to ``num_slots``, at most ``max_copies`` each."""
-    loads = np.asarray(loads, dtype=float)
-    copies = np.ones(loads.size, dtype=np.int64)
-    extra = num_slots - loads.size
-    if extra < 0 or loads.size * max_copies < num_slots:
-        raise ConfigError(f"cannot spread {num_slots} slots over {loads.size} experts with at "
-                          f"most {max_copies} copies each", field="redundant")
-    heap = [(-float(loads[e]), e) for e in range(loads.size)]
-    heapq.heapify(heap)
-    for _ in range(extra):
-        while True:
-            _, e = heapq.heappop(heap)
-            if copies[e] < max_copies:
-                break
-        copies[e] += 1
-        heapq.heappush(heap, (-float(loads[e]) / copies[e], e))
-    return copies
+    """Copies per expert ``[num_experts]`` summing to ``num_slots``, at most ``max_copies`` each
+    (the core's :func:`moesim.core.placement.replica_counts`)."""
+    return replica_counts(loads, num_slots, max_copies)
 
 
 def pack(item_loads: np.ndarray, item_labels: np.ndarray, num_packs: int,
