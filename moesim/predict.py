@@ -45,7 +45,8 @@ def device_params(hw) -> layer.DeviceParams:
         up_bytes_per_s=hw.scale_up.bandwidth_bytes_per_s,
         up_eff=float(eff.scale_up_bandwidth.at(1.0)), up_latency_s=hw.scale_up.latency_s,
         out_bytes_per_s=hw.scale_out.bandwidth_bytes_per_s,
-        out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s)
+        out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s,
+        idle_peer_speedup=hw.compute.idle_peer_speedup)
 
 
 def _row_groups(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -321,3 +321,42 @@ def test_cli_help_and_bad_arguments():
         main(["measure", "--help"])
     assert exc.value.code == 0
     assert main(["measure"]) == 2                       # neither a scenario nor --shared-profiles
+
+
+def test_shared_profile_takes_sync_latency_and_idle_peer_speedup(tmp_path, monkeypatch):
+    """Worked example, 4 ranks on 2 cores. Sync case: 100 x (GEMM; all-to-all) took 0.30 s and
+    100 x GEMM 0.10 s on every rank -> 2 ms per exchange, less the wire time of 3 peers x 16 KiB
+    at 0.8 GB/s (61.44 us) -> 1.9386 ms. GEMM shares: 0.96 with 2 ranks (one per core), 0.48
+    with 4 -> a rank whose peers wait computes 0.96 / 0.48 = 2x faster."""
+    from moesim.calibration.profile_writer import write_profile
+    from moesim.config import load_profile
+    from moesim.measure import runner
+
+    base_file = tmp_path / "cpu-y-shared1.yaml"
+    base_file.write_text(
+        "name: cpu-y-shared1\ndescription: t\nbase: cpu\nkind: calibrated\n"
+        "fit_quality:\n  scale_up: {per_world_size: {'4': {alpha_s: 0.001, bytes_per_s: 8.0e+8}}}\n")
+    base = load_profile(base_file)
+    sync = {"iters": 100, "bytes_per_peer": 16384, "compute_s": 0.10, "compute_a2a_s": 0.30}
+
+    def rec(ranks, gemm):
+        return {"ranks": ranks, "threads_per_rank": 1, "duration_s": 1.0, "load_1m": 0.5,
+                "rates": {"gemm_flops_per_s": [gemm] * ranks, "copy_bytes_per_s": [1e10] * ranks,
+                          "ops_per_s": [1e5] * ranks},
+                **({"sync": [sync] * ranks} if ranks > 1 else {})}
+    share = {1: [rec(1, 100e9)] * 3, 2: [rec(2, 96e9)] * 3, 4: [rec(4, 48e9)] * 3}
+    monkeypatch.setattr(runner, "usable_cores", lambda: 2)
+    lat = runner.sync_latency(share[4], 8e8)
+    assert lat["latency_s"] == pytest.approx(0.002 - 3 * 16384 / 8e8, rel=1e-3)
+    doc = runner.shared_profile_doc(base, str(base_file), "cpu-y-shared4", share, 4)
+    prof = write_profile(doc, tmp_path / "cpu-y-shared4.yaml", ["test"])
+    assert prof.compute.idle_peer_speedup == pytest.approx(2.0, rel=1e-3)
+    assert prof.scale_up.latency_s == pytest.approx(lat["latency_s"]
+                                                    - prof.compute.launch_overhead_s, rel=1e-3)
+    assert "between compute phases" in prof.sources["scale_up.latency_s"]
+    # ranks <= cores: every rank has its own core, nothing to gain while peers wait
+    assert runner.idle_peer_speedup(share, 2, 2, runner.share_factors(share, 2))[0] == 1.0
+    # no run with one rank per core: the ideal R / C, marked as an assumption
+    value, note = runner.idle_peer_speedup({1: share[1], 4: share[4]}, 4, 2,
+                                           runner.share_factors(share, 4))
+    assert value == 2.0 and note.startswith("assumption")

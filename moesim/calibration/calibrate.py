@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from moesim.calibration import comm_fit, gemm_fit, stream_fit
+from moesim.calibration import comm_fit, ffn_fit, gemm_fit, stream_fit
 from moesim.calibration.fit import error_summary
 from moesim.config import ConfigError, HardwareProfile
 from moesim.harness.records import Measurements
@@ -161,8 +161,15 @@ def _memory_part(doc, quality, meas, base, launch_s, opts) -> float:
 
 
 def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> None:
+    """GEMM efficiency tables (from the layer's expert FFNs where measured, else from dense
+    GEMMs), then the checks that use them and the small phases' kernels and streaming."""
+    quality["streaming"] = stream_fit.stream_errors(meas.records, mem_bps, launch_s)
+    quality["layer_kernel_fixed_costs"] = stream_fit.fixed_costs(meas.records, launch_s)
+    peak_bps = doc["memory"].get("bandwidth_bytes_per_s", base.memory.bandwidth_bytes_per_s)
+    _phase_part(doc, quality["layer_kernel_fixed_costs"], peak_bps)
     recs = meas.of("gemm")
-    if not recs:
+    ffn_recs = meas.of("layer_experts") + meas.of("layer_shared_experts")
+    if not recs and not ffn_recs:
         return
     dev = _gemm_device(base, units, mem_bps, launch_s, tile_m)
     if tile_m:
@@ -172,35 +179,58 @@ def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> No
             "table resolves every measured M (the model reads efficiency at tile-padded "
             "tokens per expert; CPU BLAS runs M tails with masked kernels, the table holds "
             "their cost)")
-    missing = sorted({r.params["dtype"] for r in recs} - set(dev.peaks))
+    missing = sorted({r.params["dtype"] for r in recs + ffn_recs} - set(dev.peaks))
     if missing:
         raise ConfigError(f"GEMM records in dtype(s) {', '.join(missing)} but the base profile "
                           f"'{base.name}' has no peak for them; expected one of "
                           f"{', '.join(sorted(dev.peaks))}", field="compute.peak_flops_per_s")
-    fit = gemm_fit.fit_gemm(dev, recs)
-    tables = {d: [[_sig(m), round(e, 4)] for m, e in t] for d, t in fit.tables.items()}
+    grouped = _grouped_part(doc, quality, meas, dev, base)
+    dense = gemm_fit.fit_gemm(dev, recs) if recs else None
+    if dense:
+        quality["gemm"] = dense.quality
+    if ffn_recs:
+        stream = ffn_fit.streaming(doc["efficiency"].get("phases"), peak_bps,
+                                   mem_bps / peak_bps, {r.params["dtype"] for r in ffn_recs})
+        fit = ffn_fit.fit_ffn(dev, stream, grouped, ffn_recs)
+        quality["gemm_layer_ffn"] = fit.quality
+        if dense:
+            quality["dense_gemm_table_on_layer_ffn"] = ffn_fit.check_dense(
+                dev, stream, grouped, dense.tables, ffn_recs)
+        tables = dict(fit.tables)
+        for dtype, table in (dense.tables.items() if dense else ()):
+            tables.setdefault(dtype, table)
+        points = {d: q["points"] for d, q in fit.quality.items()}
+        note = (f"ideal GEMM time (eff=1, model tiles) / (measured - launches - activation) per "
+                f"expert FFN of the reference layer, timed in place (routed grouped GEMMs and "
+                f"the shared expert; points per dtype {points}), median per tokens per expert; "
+                f"dtypes without layer records keep the dense GEMM table")
+    else:
+        tables = dense.tables
+        note = (f"ideal time (eff=1, model tiles) / (measured - launch) per dense GEMM, median "
+                f"over {dense.quality[min(dense.quality)]['shapes']} expert shapes per M")
+    tables = {d: [[_sig(m), round(e, 4)] for m, e in t] for d, t in tables.items()}
     default = "bf16" if "bf16" in tables else min(tables)
     doc["efficiency"]["gemm"] = {
-        "basis": "measured",
-        "note": (f"ideal time (eff=1, model tiles) / (measured - launch) per dense GEMM, median "
-                 f"over {fit.quality[default]['shapes']} expert shapes per M; 'default' is the "
-                 f"{default} table, for dtypes not measured"),
+        "basis": "measured", "note": f"{note}; 'default' is the {default} table",
         "by_dtype": {**tables, "default": tables[default]}}
-    quality["gemm"] = fit.quality
     if meas.of("grouped_gemm"):
-        quality["grouped_gemm"] = gemm_fit.check_grouped(dev, fit.tables, meas.of("grouped_gemm"))
-        has_grouped = any(r.params["impl"] == "grouped" for r in meas.of("grouped_gemm"))
-        doc["compute"]["grouped_gemm"] = has_grouped
-        doc["sources"]["compute.grouped_gemm"] = (
-            "measured: torch._grouped_mm ran on this device" if has_grouped else
-            "measured: no grouped kernel on this device; experts run one matmul each")
+        quality["grouped_gemm"] = gemm_fit.check_grouped(dev, tables, meas.of("grouped_gemm"))
     router = [r for r in meas.records if r.kind == "router"]
     if router:
-        quality["router"] = _router_check(dev, fit.tables, router, mem_bps)
-    quality["streaming"] = stream_fit.stream_errors(meas.records, mem_bps, launch_s)
-    quality["layer_kernel_fixed_costs"] = stream_fit.fixed_costs(meas.records, launch_s)
-    _phase_part(doc, quality["layer_kernel_fixed_costs"],
-                doc["memory"].get("bandwidth_bytes_per_s", base.memory.bandwidth_bytes_per_s))
+        quality["router"] = _router_check(dev, tables, router, mem_bps)
+
+
+def _grouped_part(doc, quality, meas, dev, base) -> bool:
+    """Whether the device runs a grouped GEMM kernel (measured where grouped records exist)."""
+    recs = meas.of("grouped_gemm")
+    if not recs:
+        return bool(base.compute.grouped_gemm)
+    has_grouped = any(r.params["impl"] == "grouped" for r in recs)
+    doc["compute"]["grouped_gemm"] = has_grouped
+    doc["sources"]["compute.grouped_gemm"] = (
+        "measured: torch._grouped_mm ran on this device" if has_grouped else
+        "measured: no grouped kernel on this device; experts run one matmul each")
+    return has_grouped
 
 
 def _phase_part(doc, fixed: dict, peak_bytes_per_s: float) -> None:

@@ -37,6 +37,9 @@ class Compute(_Frozen):
     launch_overhead_s: float = Field(ge=0, description="fixed cost of one kernel launch")
     grouped_gemm: bool = Field(True, description="expert GEMMs run as one grouped kernel "
                                "(else one kernel per expert with tokens)")
+    idle_peer_speedup: float = Field(1.0, ge=1.0, description=(
+        "ranks that share cores (a per-rank profile measured with all ranks busy): how much "
+        "faster one rank computes while its peers wait; 1 for a dedicated device"))
 
     @field_validator("peak_flops_per_s")
     @classmethod

@@ -47,6 +47,7 @@ class DeviceParams:
     out_bytes_per_s: float
     out_eff: float
     out_latency_s: float
+    idle_peer_speedup: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
     act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
     act_s = stream(dev_tokens * _col((up_n + f) * a), "activation",
                    np.where(dev_tokens > 0, act_launch, 0.0))
-    experts_s = g1.time_s + g2.time_s + act_s
+    experts_s = shared_cores(g1.time_s + g2.time_s + act_s, hw.idle_peer_speedup)
 
     sf = rows.shared_ffn
     has_shared = sf > 0
@@ -205,6 +206,19 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
         "dev_tokens": dev_tokens,
         "experts_hit": load.experts_hit,
     }
+
+
+def shared_cores(stage_s: np.ndarray, speedup: float) -> np.ndarray:
+    """Per-device time of a stage between two collectives ``[rows, devices]`` when the ranks
+    share C cores (``speedup`` = R / C measured: a per-rank profile prices each rank at its
+    share with every rank busy). Preemptive scheduling of the ranks' work ``w_r`` on C cores
+    ends at ``max(max_r w_r, sum_r w_r / C)`` (McNaughton's bound, which a work-conserving
+    scheduler reaches): in shared-profile times ``t_r = w_r * R / C`` that is
+    ``max(max_r t_r / speedup, mean_r t_r)``; a rank never takes longer than its own ``t_r``."""
+    if speedup <= 1.0 or stage_s.shape[1] < 2:
+        return stage_s
+    floor = np.maximum(stage_s / speedup, stage_s.mean(axis=1, keepdims=True))
+    return np.minimum(stage_s, floor)
 
 
 def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,

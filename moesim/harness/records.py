@@ -21,6 +21,7 @@ from moesim.harness.stats import Stats
 FORMAT = "moesim-microbench/1"
 
 _NUM, _INT, _STR, _LIST = "number > 0", "integer >= 1", "string", "list of byte counts"
+_COUNTS = "list of token counts"
 #: Required params per record kind, with what each must be.
 KINDS: dict[str, dict[str, str]] = {
     "gemm": {"dtype": _STR, "m": _INT, "k": _INT, "n": _INT},
@@ -34,6 +35,10 @@ KINDS: dict[str, dict[str, str]] = {
     # phases of the reference MoE layer (moesim.measure.MoELayer), timed in place
     **{f"layer_{p}": {"dtype": _STR, "tokens": _INT, "hidden": _INT, "experts": _INT,
                       "top_k": _INT, "bytes": _NUM} for p in ("router", "permute", "unpermute")},
+    # the reference layer's expert FFNs in place: ``counts`` rows per expert (one entry per
+    # routed expert; the shared FFN is one "expert" holding every token)
+    **{f"layer_{p}": {"dtype": _STR, "hidden": _INT, "ffn": _INT, "matrices": _INT,
+                      "counts": _COUNTS} for p in ("experts", "shared_experts")},
     "alltoall": {"pattern": _STR, "world_size": _INT, "nodes": _INT, "send_intra": _LIST,
                  "recv_intra": _LIST, "send_inter": _LIST, "recv_inter": _LIST},
 }
@@ -74,7 +79,7 @@ class Measurements:
 def _check_param(value, need: str) -> bool:
     if need == _STR:
         return isinstance(value, str) and bool(value)
-    if need == _LIST:
+    if need in (_LIST, _COUNTS):
         return isinstance(value, list) and bool(value) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -25,7 +25,6 @@ bound to cores where each gets its own (:func:`pin_to_core`) and freed memory is
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os
@@ -40,7 +39,7 @@ import torch.distributed as dist
 
 from moesim.config import MoEModel
 from moesim.measure.ep import EPMoELayer
-from moesim.measure.layers import MoELayer
+from moesim.measure.layers import MoELayer, layer_copies
 from moesim.measure.timers import PHASES, WallTimer
 from moesim.measure.weights import torch_dtype
 
@@ -84,13 +83,6 @@ def _layer(case: dict, rank: int, num_ranks: int):
     if num_ranks == 1:
         return MoELayer(model, **kw)
     return EPMoELayer(model, case["placement"], rank=rank, **kw)
-
-
-def layer_copies(layer, cache_bytes: int, limit: int = 64) -> list:
-    """``layer`` and deep copies of it, enough that their weights exceed ``cache_bytes``."""
-    nbytes = sum(p.numel() * p.element_size() for p in layer.parameters())
-    count = int(min(limit, max(1, -(-int(cache_bytes) // max(1, nbytes)))))
-    return [layer] + [copy.deepcopy(layer) for _ in range(count - 1)]
 
 
 def _inputs(case: dict, rank: int, num_ranks: int, dtype: torch.dtype):
@@ -306,9 +298,43 @@ def share_rates(duration_s: float, barrier=None) -> dict[str, dict]:
     return out
 
 
+#: The sync case: GEMMs of ``SYNC_GEMM``^3 (about 0.3 ms of compute on one core of this
+#: machine, the scale of a small layer's phases) then one all-to-all of ``SYNC_ROWS`` fp32 rows of
+#: 256 per peer, ``SYNC_ITERS`` times.
+SYNC_GEMM, SYNC_ROWS, SYNC_ITERS = 256, 16, 100
+
+
+def sync_seconds(num_ranks: int, barrier, iters: int = SYNC_ITERS) -> dict:
+    """What one blocking all-to-all costs between compute phases, as a layer runs it: this
+    rank's wall seconds for ``iters`` x (GEMM; all-to-all) and for ``iters`` x GEMM alone. A
+    rank that waits in a collective sleeps; waking it when the data arrives (on this KVM guest,
+    an IPI to a halted vCPU) and getting its core back (when ranks share cores) is paid on every
+    exchange, and back-to-back all-to-alls (the calibration's size sweep) never pay it."""
+    size = SYNC_GEMM
+    a, b, out = torch.randn(size, size), torch.randn(size, size), torch.empty(size, size)
+    send = torch.randn(num_ranks * SYNC_ROWS * 256)
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send)
+    torch.mm(a, b, out=out)
+    walls = {}
+    for name, exchange in (("compute_s", False), ("compute_a2a_s", True), ("compute_s2", False)):
+        barrier()
+        start = time.perf_counter()
+        for _ in range(iters):
+            torch.mm(a, b, out=out)
+            if exchange:
+                dist.all_to_all_single(recv, send)
+        walls[name] = time.perf_counter() - start
+    return {"iters": iters, "bytes_per_peer": SYNC_ROWS * 256 * 4,
+            "compute_s": min(walls["compute_s"], walls["compute_s2"]),
+            "compute_a2a_s": walls["compute_a2a_s"]}
+
+
 def run_share(duration_s: float, rank: int, num_ranks: int, sink) -> None:
     barrier = dist.barrier if num_ranks > 1 else None
     mine = share_rates(duration_s, barrier)
+    if num_ranks > 1:
+        mine["sync"] = sync_seconds(num_ranks, barrier)
     per_rank = [mine]
     if num_ranks > 1:
         per_rank = [None] * num_ranks
@@ -318,6 +344,7 @@ def run_share(duration_s: float, rank: int, num_ranks: int, sink) -> None:
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "duration_s": duration_s, "load_1m": _load(), "torch": torch.__version__,
               "rates": {k: [r[k]["rate"] for r in per_rank] for k in SHARE_CASES},
+              **({"sync": [r["sync"] for r in per_rank]} if num_ranks > 1 else {}),
               "foreign_cpu_frac": {k: foreign_cpu([r[k] for r in per_rank])["foreign_cpu_frac"]
                                    for k in SHARE_CASES}})
 

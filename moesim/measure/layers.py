@@ -5,6 +5,8 @@ router -> permute (sort (token, k) pairs by expert) -> experts (grouped GEMM) ->
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from moesim.config import MoEModel
@@ -83,3 +85,10 @@ class MoELayer(torch.nn.Module):
                 out = out + self.shared(x)
         self.last_tokens_per_expert = counts
         return out
+
+
+def layer_copies(layer, cache_bytes: int, limit: int = 64) -> list:
+    """``layer`` and deep copies of it, enough that their weights exceed ``cache_bytes``."""
+    nbytes = sum(p.numel() * p.element_size() for p in layer.parameters())
+    count = int(min(limit, max(1, -(-int(cache_bytes) // max(1, nbytes)))))
+    return [layer] + [copy.deepcopy(layer) for _ in range(count - 1)]

@@ -73,6 +73,9 @@ class Plan:
     copy_bytes: tuple[int, ...]
     op_sizes: tuple[int, ...]  # tokens for router / permute / unpermute / activation
     op_model: tuple[int, int, int, int] = (1024, 2048, 8, 2)  # hidden, ffn, experts, top_k
+    # the reference layer's expert FFNs: (hidden, ffn, experts, top_k) x tokens
+    ffn_models: tuple[tuple[int, int, int, int], ...] = ()
+    ffn_tokens: tuple[int, ...] = ()
     a2a_world_sizes: tuple[int, ...] = (2,)
     a2a_bytes: tuple[int, ...] = ()
     a2a_uneven_bytes: tuple[int, ...] = ()
@@ -125,8 +128,17 @@ def make_plan(device_type: str, quick: bool, dtypes: tuple[str, ...],
         uneven = (16 * KiB, 256 * KiB, 4 * MiB, 64 * MiB)
         bench = FULL
     worlds = a2a_world_sizes or ((2, 4) if cpu else (2,))
+    # tokens per expert from 1 to ~1k (routed) and 4 to 4k (shared) on a CPU; GPU shapes of
+    # DeepSeek-style fine-grained experts
+    if cpu:
+        ffn_models = ((512, 384, 12, 3), (384, 768, 24, 2))
+        ffn_tokens = (4, 16, 64, 256, 1024, 4096)
+    else:
+        ffn_models = ((2048, 768, 64, 6), (4096, 1536, 16, 2))
+        ffn_tokens = (64, 512, 4096, 16384, 65536)
     return Plan(dtypes=dtypes, gemm_shapes=tuple(shapes), tokens=tuple(tokens),
                 max_gemm_flops=max_flops, grouped=grouped, copy_bytes=copy_bytes,
                 op_sizes=op_sizes, a2a_world_sizes=worlds, a2a_bytes=a2a,
                 a2a_uneven_bytes=uneven, a2a_dtype="bf16", bench=bench,
+                ffn_models=ffn_models, ffn_tokens=ffn_tokens,
                 gemm_passes=2 if cpu else 1)

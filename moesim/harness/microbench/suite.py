@@ -104,7 +104,8 @@ def _ops(ctx: Context, plan: Plan, log) -> list[Record]:
 
 
 def _layer(ctx: Context, plan: Plan, log) -> list[Record]:
-    from moesim.harness.microbench.layer import LAYER_MODEL, measure_layer_phases
+    from moesim.harness.microbench.layer import (LAYER_MODEL, measure_layer_ffn,
+                                                 measure_layer_phases)
 
     hidden, ffn, experts, top_k = LAYER_MODEL
     out = []
@@ -112,7 +113,10 @@ def _layer(ctx: Context, plan: Plan, log) -> list[Record]:
         for tokens in plan.op_sizes:
             out += measure_layer_phases(ctx, dtype, tokens, hidden, ffn, experts, top_k)
     log(f"reference layer router, permute, unpermute: {len(out)} points")
-    return out
+    ffn_recs = [r for dtype in plan.dtypes for shape in plan.ffn_models
+                for tokens in plan.ffn_tokens for r in measure_layer_ffn(ctx, dtype, tokens, *shape)]
+    log(f"reference layer expert FFNs: {len(ffn_recs)} points")
+    return out + ffn_recs
 
 
 def _copy(ctx: Context, plan: Plan, log) -> list[Record]:
