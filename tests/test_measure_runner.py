@@ -80,6 +80,24 @@ def test_layer_time_runs_from_the_last_start_to_the_last_end():
     assert rec["phases_s"]["dispatch"] == [1.0, 1.0]          # the exchange, not the wait
 
 
+def test_exchange_runs_from_the_last_entry_to_the_last_exit():
+    """Repeat 0: rank 0 enters the dispatch at 1.0 and sleeps; rank 1 enters at 2.0 and leaves at
+    2.3 with its data; rank 0, woken late, leaves at 2.8 -> the exchange on the critical path is
+    2.8 - 2.0 = 0.8 s (rank 1's own 0.3 s misses the wake-up). Combine: 0.5 s."""
+    phases = ("router", "permute", "dispatch", "experts", "combine", "unpermute", "shared_experts")
+
+    def rank(dispatch_marks, combine_marks, dispatch_s):
+        ph = {p: [0.0] for p in phases}
+        ph["dispatch"] = [dispatch_s]
+        return {"total_s": [5.0], "span_s": [(0.0, 5.0)], "phases_s": ph, "slot_counts": [1],
+                "threads": 1, "layer_copies": 1,
+                "marks_s": {"dispatch": [dispatch_marks], "combine": [combine_marks]}}
+    per_rank = [rank((1.0, 2.8), (3.0, 3.6), 1.8), rank((2.0, 2.3), (3.2, 3.7), 0.3)]
+    rec = combine_ranks({"key": "k", "repeats": 1, "warmup": 0}, per_rank)
+    assert rec["phases_s"]["dispatch"] == pytest.approx([0.8])
+    assert rec["phases_s"]["combine"] == pytest.approx([0.5])
+
+
 def test_partial_store_ignores_a_torn_last_line(tmp_path):
     store = PartialStore(tmp_path / PARTIAL_NAME)
     store.append({"key": "a", "x": 1})

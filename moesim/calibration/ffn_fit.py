@@ -122,14 +122,20 @@ def fit_ffn(dev: GemmDevice, stream: dict, grouped: bool, recs: list[Record]) ->
                 q[kind] = error_summary(pred[sel], t[sel])
         shapes = sorted({_shape(r) for r in mine})
         if len(shapes) > 1:
-            held_pred, held_t = [], []
+            held_pred, held_t, held_kind = [], [], []
             for shape in shapes:
                 train = [r for r in mine if _shape(r) != shape]
                 test = [r for r in mine if _shape(r) == shape]
                 tx, te = point_efficiency(dev, stream, grouped, train)
                 held_pred += list(predict(dev, stream, grouped, curve_table(tx, te), test))
                 held_t += [r.stats.median_s for r in test]
+                held_kind += [r.kind for r in test]
             q["holdout"] = error_summary(held_pred, held_t)
+            for kind in FFN_KINDS:
+                sel = [i for i, k in enumerate(held_kind) if k == kind]
+                if sel:
+                    q[f"holdout_{kind}"] = error_summary([held_pred[i] for i in sel],
+                                                         [held_t[i] for i in sel])
             q["holdout_rule"] = ("each layer shape (hidden, ffn, experts, top_k) predicted by the "
                                  "table fitted on the other shapes")
         quality[dtype] = q

@@ -86,6 +86,9 @@ def fixed_costs(recs: list[Record], launch_s: float) -> dict:
                                  [r.stats.median_s for r in mine])
             out[f"{kind}/{dtype}"] = {
                 "fixed_s": fit.alpha_s, "bytes_per_s": fit.rate,
+                "fit_error": error_summary(fit.predict(np.array([r.params["bytes"] for r in mine],
+                                                                dtype=float)),
+                                           [r.stats.median_s for r in mine]),
                 "implied_launches": round(fit.alpha_s / launch_s, 1) if launch_s > 0 else None,
                 "model_launches": charged[kind], "source": mine[0].kind}
     return out

@@ -151,21 +151,26 @@ def time_case(case: dict, rank: int, num_ranks: int, barrier=None) -> dict:
 
 
 class SpanTimer(WallTimer):
-    """``WallTimer`` that also keeps when the first phase began and the last one ended
-    (``time.perf_counter``: CLOCK_MONOTONIC, one clock for every process of this host)."""
+    """``WallTimer`` that also keeps when the first phase began and the last one ended, and when
+    each exchange phase (dispatch, combine) was entered and left (``time.perf_counter``:
+    CLOCK_MONOTONIC, one clock for every process of this host)."""
 
     def __init__(self):
         super().__init__()
         self.first: float | None = None
         self.last: float | None = None
+        self.marks: dict[str, tuple[float, float]] = {}
 
     @contextmanager
     def phase(self, name: str):
         if self.first is None:
             self.first = time.perf_counter()
+        start = time.perf_counter()
         with super().phase(name):
             yield
         self.last = time.perf_counter()
+        if name in COMM_PHASES:
+            self.marks[name] = (self.marks.get(name, (start,))[0], self.last)
 
 
 def _timed_forwards(layers, x, ids, case, barrier):
@@ -174,6 +179,7 @@ def _timed_forwards(layers, x, ids, case, barrier):
     for i in range(warmup):
         layers[i % len(layers)](x, topk_idx=ids)
     walls, spans, phases = [], [], {p: [] for p in PHASES}
+    marks = {p: [] for p in COMM_PHASES}
     for i in range(int(case["repeats"])):
         layer = layers[(warmup + i) % len(layers)]
         timer = SpanTimer()
@@ -184,7 +190,9 @@ def _timed_forwards(layers, x, ids, case, barrier):
         spans.append((timer.first, timer.last))
         for p in PHASES:
             phases[p].append(timer.seconds.get(p, 0.0))
-    return {"total_s": walls, "span_s": spans, "phases_s": phases}, layer
+        for p in COMM_PHASES:
+            marks[p].append(timer.marks.get(p, (float("nan"), float("nan"))))
+    return {"total_s": walls, "span_s": spans, "phases_s": phases, "marks_s": marks}, layer
 
 
 def combine_ranks(case: dict, per_rank: list[dict]) -> dict:
@@ -197,8 +205,10 @@ def combine_ranks(case: dict, per_rank: list[dict]) -> dict:
       30-260 us here);
     - ``wall_s``: the slowest rank's whole forward, from its own barrier exit;
     - ``phases_s``: compute phases of the critical rank (most compute: the one the others wait
-      for); dispatch and combine as the shortest over ranks, i.e. the exchange itself as seen
-      by the last rank to arrive, not the wait for stragglers.
+      for); dispatch and combine from the moment the last rank entered the exchange to the
+      moment the last rank left it: the exchange on the critical path, including waking the
+      ranks that slept in it, not the wait for stragglers (records without entry/exit marks:
+      the shortest over ranks).
     """
     walls = np.array([r["total_s"] for r in per_rank])                        # [ranks, repeats]
     spans = np.array([r["span_s"] for r in per_rank], dtype=float)            # [ranks, repeats, 2]
@@ -209,6 +219,11 @@ def combine_ranks(case: dict, per_rank: list[dict]) -> dict:
     cols = np.arange(walls.shape[1])
     pick = {p: phases[p].min(axis=0) if p in COMM_PHASES else phases[p][critical, cols]
             for p in PHASES}
+    for p in COMM_PHASES:
+        if all(r.get("marks_s") for r in per_rank):
+            m = np.array([r["marks_s"][p] for r in per_rank], dtype=float)  # [ranks, repeats, 2]
+            if np.isfinite(m).all():
+                pick[p] = m[:, :, 1].max(axis=0) - m[:, :, 0].max(axis=0)
     return {**foreign_cpu(per_rank),
         "key": case["key"], "ep": len(per_rank), "threads_per_rank": per_rank[0]["threads"],
         "repeats": int(case["repeats"]), "warmup": int(case["warmup"]),

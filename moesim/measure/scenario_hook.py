@@ -36,14 +36,18 @@ from moesim.measure.runner import MeasureSettings, measure_rows, usable_cores
 #: expert GEMM implementation). Each ends at an error summary with ``mean_abs_pct`` (held-out
 #: points where the calibration held some out).
 PHASE_FITS = {
-    "router": [("router", "DTYPE"), ("gemm", "DTYPE", "holdout"), ("gemm", "DTYPE", "in_sample")],
-    "permute": [("streaming", "permute"), ("streaming", "copy")],
+    "router": [("layer_kernel_fixed_costs", "router/DTYPE", "fit_error"), ("router", "DTYPE"),
+               ("gemm", "DTYPE", "holdout"), ("gemm", "DTYPE", "in_sample")],
+    "permute": [("layer_kernel_fixed_costs", "permute/DTYPE", "fit_error"),
+                ("streaming", "permute"), ("streaming", "copy")],
     "dispatch": [("scale_up", "holdout"), ("scale_up", "in_sample")],
-    "experts": [("grouped_gemm", "IMPL"), ("gemm", "DTYPE", "holdout"),
-                ("gemm", "DTYPE", "in_sample")],
-    "shared_experts": [("gemm", "DTYPE", "holdout"), ("gemm", "DTYPE", "in_sample")],
+    "experts": [("gemm_layer_ffn", "DTYPE", "holdout_layer_experts"), ("grouped_gemm", "IMPL"),
+                ("gemm", "DTYPE", "holdout"), ("gemm", "DTYPE", "in_sample")],
+    "shared_experts": [("gemm_layer_ffn", "DTYPE", "holdout_layer_shared_experts"),
+                       ("gemm", "DTYPE", "holdout"), ("gemm", "DTYPE", "in_sample")],
     "combine": [("scale_up", "holdout"), ("scale_up", "in_sample")],
-    "unpermute": [("streaming", "unpermute"), ("streaming", "copy")],
+    "unpermute": [("layer_kernel_fixed_costs", "unpermute/DTYPE", "fit_error"),
+                  ("streaming", "unpermute"), ("streaming", "copy")],
 }
 
 
@@ -89,7 +93,7 @@ def phase_residual(fit_quality: dict | None, phase: str, dtype: str, impl: str) 
     for path in PHASE_FITS[phase]:
         node = fit_quality or {}
         for part in path:
-            part = {"DTYPE": dtype, "IMPL": impl}.get(part, part)
+            part = part.replace("DTYPE", dtype).replace("IMPL", impl)
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get("mean_abs_pct"), (int, float)):
             return float(node["mean_abs_pct"]) / 100.0
