@@ -261,6 +261,32 @@ def test_contaminated_configs_are_measured_again_and_the_cleanest_kept(tmp_path)
     assert out["measured_foreign_cpu_frac"].tolist() == [0.02, 0.02]
 
 
+def test_passes_measure_every_config_again_and_keep_the_quietest(tmp_path):
+    """Pass 1 is clean; pass 2 is contaminated for config a (not counted, measured once more)
+    and slower for b; pass 3 (a's retry) is the quietest a. Each keeps its lowest clean median."""
+    table = _table([{"tokens": 8}, {"tokens": 16}])
+    calls = []
+    times = {0: {8: 3e-3, 16: 2e-3}, 1: {8: 1e-3, 16: 5e-3}, 2: {8: 2.5e-3}}
+
+    def fake(cases, ep, partial, threads, timeout_s):
+        store = PartialStore(partial)
+        for c in cases:
+            frac = 0.5 if (len(calls) == 1 and c["tokens"] == 8) else 0.0
+            store.append({"key": c["key"], "ep": 1, "repeats": 1, "threads_per_rank": 1,
+                          "total_s": [times[len(calls)][c["tokens"]]], "phases_s": {},
+                          "foreign_cpu_frac": frac, "foreign_cpu_s": 1.0})
+        calls.append(sorted(c["tokens"] for c in cases))
+    settings = MeasureSettings(repeats=3, warmup=1, attempts=2, passes=2)
+    out = run_scenario_measurements(None, table, tmp_path, settings=settings, launcher=fake)
+    assert calls == [[8, 16], [8, 16], [8]]
+    # a: 3 ms clean, 1 ms contaminated (ignored), 2.5 ms clean -> 2.5; b: min(2, 5) -> 2
+    assert out["measured_time_s"].tolist() == [2.5e-3, 2e-3]
+    assert PartialStore(tmp_path / PARTIAL_NAME).clean_counts() == {
+        k: 2 for k in out["measure_key"]}
+    with pytest.raises(ConfigError, match="passes"):
+        MeasureSettings(passes=0)
+
+
 def test_shared_profile_scales_the_base_by_measured_shares(tmp_path):
     from moesim.calibration.profile_writer import write_profile
     from moesim.config import load_profile

@@ -32,7 +32,11 @@ def register(sub) -> None:
     p.add_argument("--max-foreign", type=float, default=0.10, dest="max_foreign",
                    help="re-measure a config if other processes took more than this share of "
                         "the CPU while it was timed (default 0.10)")
-    p.add_argument("--attempts", type=int, default=3, help="measurements per config at most")
+    p.add_argument("--attempts", type=int, default=3,
+                   help="launches per config and pass at most while others load the CPU")
+    p.add_argument("--passes", type=int, default=1,
+                   help="clean measurements per config, in separate passes over the table; "
+                        "the quietest (lowest median) is kept (default 1)")
     p.add_argument("--system-malloc", action="store_true", dest="system_malloc",
                    help="keep glibc's malloc defaults: tensors > 32 MiB get fresh, page-faulted "
                         "memory every forward (default: freed memory is reused)")
@@ -114,7 +118,8 @@ def measure_scenario(args: argparse.Namespace) -> int:
 
     settings = MeasureSettings(repeats=args.repeats, warmup=args.warmup, threads=args.threads,
                                cache_bytes=args.cache_mib << 20, max_foreign=args.max_foreign,
-                               attempts=args.attempts, reuse_memory=not args.system_malloc)
+                               attempts=args.attempts, reuse_memory=not args.system_malloc,
+                               passes=args.passes)
     scenario = load_scenario(args.scenario)
     out = Path(args.out) if args.out else Path("results") / scenario.name
     if args.fresh:
