@@ -166,3 +166,20 @@ def test_all_to_all_v_adds_count_exchange_and_receive_regroup():
     one = [moesim.predict("olmoe-1b-7b", "h100-sxm", tokens=256, a2a_kernel=k).time_s
            for k in ("per-expert", "all-to-all-v")]
     assert one[0] == pytest.approx(one[1])
+
+
+def test_ranks_sharing_cores_hide_nothing_by_overlap():
+    """On a per-rank profile of ranks that share cores (idle_peer_speedup > 1) overlap modes cost
+    the phases in sequence: shared == none, and two-batch == 2 x (compute + comm) at T/2."""
+    from moesim.core.layer import combine_phases
+
+    phases = {p: np.full((1, 2), v) for p, v in zip(
+        ("router", "permute", "dispatch", "experts", "shared_experts", "combine", "unpermute"),
+        (1.0, 1.0, 3.0, 4.0, 2.0, 3.0, 1.0))}
+    half = {p: v / 2 for p, v in phases.items()}
+    code = np.array([0, 1, 2])
+    rows = {p: np.repeat(v, 3, axis=0) for p, v in phases.items()}
+    hidden = combine_phases(rows, code, {p: v for p, v in half.items()})
+    shared_cores = combine_phases(rows, code, {p: v for p, v in half.items()}, cores_shared=True)
+    assert hidden[:, 0].tolist() == [15.0, 13.0, 2 * max(4.5, 3.0)]
+    assert shared_cores[:, 0].tolist() == [15.0, 15.0, 2 * (4.5 + 3.0)]

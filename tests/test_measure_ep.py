@@ -57,6 +57,16 @@ def test_worker_runs_as_one_rank_without_torchrun(tmp_path, monkeypatch):
     assert rank["pairs_off_rank"] == 0 and rank["rows_local"] == 16
 
 
+def test_overlap_is_checked_and_shared_overlap_keeps_the_output():
+    model = MoEModel(**SMALL, shared_experts=1, shared_expert_ffn=8)
+    with pytest.raises(ValueError, match="overlap"):
+        EPMoELayer(model, [list(range(8))], overlap="two-batch")
+    ep = EPMoELayer(model, [list(range(8))], dtype="float64", seed=3, overlap="shared")
+    ref = MoELayer(model, dtype="float64", seed=3)
+    x = _x(12)
+    torch.testing.assert_close(ep(x), ref(x))
+
+
 def test_placement_validation():
     assert contiguous_placement(8, 4) == [[0, 1], [2, 3], [4, 5], [6, 7]]
     with pytest.raises(ValueError, match="divide"):
@@ -90,6 +100,9 @@ CASES_2 = [
      "model": {**SMALL, "top_k": 3, "router": "sigmoid", "num_groups": 4, "topk_groups": 2,
                "shared_experts": 1, "shared_expert_ffn": 8},
      "placement": [[0, 1, 2, 3, 4], [4, 5, 6, 7, 0]], "routing": "zipf:1.2"},
+    {"name": "shared-under-dispatch", "tokens_per_rank": 24, "dtype": "float64",
+     "model": {**SMALL, "shared_experts": 2, "shared_expert_ffn": 8}, "overlap": "shared",
+     "routing": "uniform", "iters": 2},
     {"name": "uneven-gelu-loop", "tokens_per_rank": 17, "dtype": "float32", "gemm": "loop",
      "model": {**SMALL, "gated": False}, "placement": [[0, 1, 2, 3, 4, 5], [6, 7]],
      "routing": "uniform", "iters": 2},

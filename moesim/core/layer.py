@@ -15,7 +15,7 @@ Overlap modes combine them per device: ``none`` (sum), ``shared`` (shared expert
 dispatch: ``max(dispatch, shared_experts)``) and ``two-batch`` (two micro-batches of T/2; in the
 steady state of consecutive layers the compute stream and the communication stream each do two
 micro-batches' work: ``2 * max(compute(T/2), comm(T/2))``, as in DeepSeek-V3's dual micro-batch
-overlap and SGLang's two-batch overlap).
+overlap and SGLang's two-batch overlap). Ranks that share cores hide nothing (``combine_phases``).
 """
 from __future__ import annotations
 
@@ -222,17 +222,26 @@ def shared_cores(stage_s: np.ndarray, speedup: float) -> np.ndarray:
 
 
 def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,
-                   half: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                   half: dict[str, np.ndarray] | None = None,
+                   cores_shared: bool = False) -> np.ndarray:
     """Per-device layer time ``[rows, devices]`` under each row's overlap mode (0/1/2 codes).
 
     ``half``: phases at T/2 for the rows with ``overlap == 2`` only (in their order).
+    ``cores_shared``: the ranks share cores (``idle_peer_speedup > 1``): a rank waiting in an
+    exchange has already handed its core to another rank's work, so no core is idle to hide
+    compute in and both overlap modes cost their phases in sequence (measured on this project's
+    CPU: `results/overlap-cpu/`, 4 ranks on 2 cores saved 2.2 ms where hiding predicts 25.5).
     """
     serial = sum(phases[p] for p in PHASES)
-    shared = serial - phases["dispatch"] - phases["shared_experts"] + np.maximum(
-        phases["dispatch"], phases["shared_experts"])
+    if cores_shared:
+        shared = serial
+    else:
+        shared = serial - phases["dispatch"] - phases["shared_experts"] + np.maximum(
+            phases["dispatch"], phases["shared_experts"])
     total = np.where(_col(overlap) == 1, shared, serial)
     if half is not None:
         compute = sum(half[p] for p in COMPUTE_PHASES)
         comm_s = half["dispatch"] + half["combine"]
-        total[overlap == 2] = 2.0 * np.maximum(compute, comm_s)
+        both = compute + comm_s if cores_shared else np.maximum(compute, comm_s)
+        total[overlap == 2] = 2.0 * both
     return total

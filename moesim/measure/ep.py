@@ -8,6 +8,11 @@ router -> permute (sort pairs by destination rank and slot) -> dispatch (counts,
 ``all_to_all_single`` with uneven splits) -> permute (received rows by local expert) -> experts
 -> unpermute -> combine (rows back) -> unpermute (weighted sum per token) -> shared experts.
 With one rank no process group is needed and the exchanges are identities.
+
+``overlap="shared"`` issues the rows of the dispatch asynchronously (``async_op=True``) and
+computes the shared experts while they are in flight, as DeepSeek-V3 serving stacks hide the
+shared expert under the dispatch; the shared output is added after the combine. (The count
+exchange before it stays blocking: the receive splits depend on it.)
 """
 from __future__ import annotations
 
@@ -45,14 +50,26 @@ class EPStats:
         return asdict(self)
 
 
+OVERLAPS = ("none", "shared")
+
+
+class _Done:
+    """The handle of an exchange that needed no communication (one rank)."""
+
+    def wait(self) -> None:
+        return None
+
+
 def _exchange(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group,
-              num_ranks: int) -> torch.Tensor:
-    """``all_to_all_single`` of rows ``x [sum(in_splits), ...]`` -> ``[sum(out_splits), ...]``."""
+              num_ranks: int, async_op: bool = False):
+    """``all_to_all_single`` of rows ``x [sum(in_splits), ...]`` -> ``[sum(out_splits), ...]``;
+    with ``async_op`` returns ``(out, handle)`` and the rows are valid after ``handle.wait()``."""
     if num_ranks == 1:
-        return x
+        return (x, _Done()) if async_op else x
     out = x.new_empty((sum(out_splits),) + tuple(x.shape[1:]))
-    dist.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=group)
-    return out
+    work = dist.all_to_all_single(out, x.contiguous(), out_splits, in_splits, group=group,
+                                  async_op=async_op)
+    return (out, work) if async_op else out
 
 
 class EPMoELayer(torch.nn.Module):
@@ -66,8 +83,12 @@ class EPMoELayer(torch.nn.Module):
 
     def __init__(self, model: MoEModel, placement: list[list[int]], *, rank: int | None = None,
                  group=None, dtype: str | torch.dtype | None = None, device=None, seed: int = 0,
-                 routing: Routing | None = None, norm_topk: bool = True, gemm: Gemm = "auto"):
+                 routing: Routing | None = None, norm_topk: bool = True, gemm: Gemm = "auto",
+                 overlap: str = "none"):
         super().__init__()
+        if overlap not in OVERLAPS:
+            raise ValueError(f"overlap must be one of {', '.join(OVERLAPS)}, got {overlap!r}")
+        self.overlap = overlap
         self.model, self.group, self.routing = model, group, routing
         self.dtype = torch_dtype(dtype if dtype is not None else model.activation_dtype)
         self.table = ReplicaTable(placement, model.experts, device=device)
@@ -97,12 +118,21 @@ class EPMoELayer(torch.nn.Module):
         with timer.phase("permute"):
             order, token_of, send_counts = self._send_order(topk_idx)
             send_x = x.index_select(0, token_of)
+        hide_shared = self.overlap == "shared" and self.shared is not None
         with timer.phase("dispatch"):
             recv_counts = _exchange(send_counts, [slots] * ranks, [slots] * ranks, self.group,
                                     ranks).view(ranks, slots)
             send_splits = send_counts.view(ranks, slots).sum(1).tolist()
             recv_splits = recv_counts.sum(1).tolist()
-            recv_x = _exchange(send_x, recv_splits, send_splits, self.group, ranks)
+            recv_x, pending = _exchange(send_x, recv_splits, send_splits, self.group, ranks,
+                                        async_op=True)
+            if not hide_shared:
+                pending.wait()
+        if hide_shared:
+            with timer.phase("shared_experts"):
+                shared_out = self.shared(x)
+            with timer.phase("dispatch"):
+                pending.wait()
         with timer.phase("permute"):
             local_order = self._local_order(recv_counts)
             x_local = recv_x.index_select(0, local_order)
@@ -115,7 +145,10 @@ class EPMoELayer(torch.nn.Module):
             y_send = _exchange(y_recv, send_splits, recv_splits, self.group, ranks)
         with timer.phase("unpermute"):
             out = unpermute(y_send, token_of, topk_weights.reshape(-1)[order], num_tokens)
-        if self.shared is not None:
+        if hide_shared:
+            with timer.phase("shared_experts"):
+                out = out + shared_out
+        elif self.shared is not None:
             with timer.phase("shared_experts"):
                 out = out + self.shared(x)
         self.last_stats = self._stats(send_splits, recv_splits, send_x, y_recv, counts_local)

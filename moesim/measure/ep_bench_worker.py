@@ -80,9 +80,10 @@ def sample_inclusion_ids(q: np.ndarray, num_tokens: int, top_k: int, seed: int) 
 def _layer(case: dict, rank: int, num_ranks: int):
     model = MoEModel(**case["model"])
     kw = {"dtype": torch_dtype(case["dtype"]), "seed": int(case.get("weight_seed", 0))}
-    if num_ranks == 1:
+    if num_ranks == 1:  # no exchange: nothing for the shared experts to hide under
         return MoELayer(model, **kw)
-    return EPMoELayer(model, case["placement"], rank=rank, **kw)
+    return EPMoELayer(model, case["placement"], rank=rank, overlap=case.get("overlap", "none"),
+                      **kw)
 
 
 def _inputs(case: dict, rank: int, num_ranks: int, dtype: torch.dtype):

@@ -11,7 +11,8 @@ with every rank's phase seconds and bytes. Without torchrun it runs as a single 
 A case (JSON object): ``model`` (MoEModel fields, or a preset name), ``placement`` (expert ids per
 rank; default contiguous), ``tokens_per_rank``, ``routing`` ("learned", "uniform" or "zipf:S"),
 ``dtype`` (default float32), ``seed``, ``iters`` (timed forwards after one warm-up), ``gemm``,
-``check`` (default true; false skips building the single-device reference, e.g. for big models).
+``check`` (default true; false skips building the single-device reference, e.g. for big models),
+``overlap`` ("none" or "shared": the shared experts computed while the dispatch is in flight).
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def run_case(case: dict, rank: int, num_ranks: int, device: torch.device, group=
     x_all = torch.randn(num_ranks * tokens, model.hidden, generator=gen, dtype=torch.float64)
     mine = slice(rank * tokens, (rank + 1) * tokens)
     kw = dict(dtype=dtype, device=device, seed=seed, gemm=case.get("gemm", "auto"))
-    layer = EPMoELayer(model, placement, rank=rank, group=group, **kw)
+    layer = EPMoELayer(model, placement, rank=rank, group=group,
+                       overlap=case.get("overlap", "none"), **kw)
     x = x_all[mine].to(dtype=layer.dtype, device=device)
     forced = _forced(case.get("routing", "learned"), model, num_ranks * tokens, seed)
     ids = forced[mine] if forced is not None else None

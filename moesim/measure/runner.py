@@ -32,6 +32,8 @@ from moesim.config.model import validate_model
 from moesim.config.run import RUN_FIELDS, validate_run
 
 PARTIAL_NAME = "measure.partial.jsonl"
+#: Overlap modes the measured layers run (``moesim.measure.ep.OVERLAPS``; torch-free copy).
+MEASURED_OVERLAPS = ("none", "shared")
 #: Dtypes the torch layers compute in (fp8/fp4 weights have no plain torch path on CPU).
 TORCH_DTYPES = ("fp32", "bf16", "fp16")
 
@@ -104,9 +106,9 @@ def row_run(row: dict):
 
 def check_measurable(model: MoEModel, run) -> str:
     """The torch dtype name the layer runs in; a ConfigError for what the layers cannot run."""
-    if run.overlap != "none":
+    if run.overlap not in MEASURED_OVERLAPS:
         raise ConfigError(f"overlap '{run.overlap}' is not implemented by the measured layers; "
-                          "expected overlap: none", field="overlap")
+                          f"expected one of {', '.join(MEASURED_OVERLAPS)}", field="overlap")
     if run.a2a_kernel not in ("all-to-all-v", "per-expert"):
         raise ConfigError(f"a2a_kernel '{run.a2a_kernel}' is not implemented by the measured "
                           "layers (EPMoELayer sends one row per (token, expert) with "
@@ -143,6 +145,7 @@ def build_case(row: dict, settings: MeasureSettings) -> dict:
     return {"key": config_key(model, run, settings), "ep": run.ep, "tokens": run.tokens,
             "model": {k: getattr(model, k) for k in MODEL_FIELDS}, "dtype": dtype,
             "q": q.tolist(), "placement": placement.as_lists(), "seed": run.seed,
+            "overlap": run.overlap,
             "warmup": settings.warmup, "repeats": settings.repeats,
             "reuse_memory": settings.reuse_memory,
             "cache_bytes": settings.cache_bytes // run.ep}
