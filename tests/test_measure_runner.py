@@ -123,8 +123,7 @@ def test_cases_use_the_cost_models_routing_and_placement():
     assert build_case(row, MeasureSettings(repeats=4))["key"] != case["key"]
 
 
-@pytest.mark.parametrize("field, value, match", [("overlap", "two-batch", "overlap"),
-                                                  ("a2a_kernel", "padded", "a2a_kernel"),
+@pytest.mark.parametrize("field, value, match", [("a2a_kernel", "padded", "a2a_kernel"),
                                                   ("weight_dtype", "fp8", "one dtype")])
 def test_configs_the_layers_cannot_run_are_refused(field, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -72,6 +72,54 @@ def _exchange(x: torch.Tensor, out_splits: list[int], in_splits: list[int], grou
     return (out, work) if async_op else out
 
 
+@dataclass
+class _Stage:
+    """One micro-batch's state between the stages of ``EPMoELayer``."""
+
+    x: torch.Tensor
+    shared_out: torch.Tensor | None = None
+    topk_weights: torch.Tensor | None = None
+    order: torch.Tensor | None = None
+    token_of: torch.Tensor | None = None
+    send_counts: torch.Tensor | None = None
+    send_x: torch.Tensor | None = None
+    recv_counts: torch.Tensor | None = None
+    send_splits: list | None = None
+    recv_splits: list | None = None
+    recv_x: torch.Tensor | None = None
+    counts_local: torch.Tensor | None = None
+    y_recv: torch.Tensor | None = None
+    y_send: torch.Tensor | None = None
+    pending: object = None
+
+
+def two_batch_stack(layers: list, x: torch.Tensor, timer=NULL_TIMER,
+                    topk_idx: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` through consecutive ``EPMoELayer`` s as two micro-batches that interleave, as in
+    two-batch overlap (SGLang; DeepSeek-V3's dual micro-batch): per layer the compute runs
+    front(0), back(1 of the previous layer), front(1), experts(0), experts(1), back(0), while
+    dispatch(0) is in flight under back/front of the other micro-batch, dispatch(1) under
+    experts(0), combine(0) under experts(1) and combine(1) under back(0) and the next layer's
+    front(0). ``topk_idx`` (forced ids of all tokens) is split with the tokens. Collective."""
+    half = (x.shape[0] + 1) // 2
+    xs = [x[:half], x[half:]]
+    ids = [None, None] if topk_idx is None else [topk_idx[:half], topk_idx[half:]]
+    carry = None
+    for layer in layers:
+        s0 = layer.front(xs[0], timer, ids[0])
+        layer.dispatch_begin(s0, timer)
+        if carry is not None:
+            xs[1] = carry[0].back(carry[1], timer)
+        s1 = layer.front(xs[1], timer, ids[1])
+        layer.dispatch_begin(s1, timer)
+        layer.middle(s0, timer)
+        layer.middle(s1, timer)
+        xs[0] = layer.back(s0, timer)
+        carry = (layer, s1)
+    xs[1] = carry[0].back(carry[1], timer)
+    return torch.cat(xs)
+
+
 class EPMoELayer(torch.nn.Module):
     """The experts ``placement[rank]`` of one MoE layer, plus a replicated router and shared
     experts; weights equal ``MoELayer(model, seed=seed)``'s.
@@ -109,49 +157,74 @@ class EPMoELayer(torch.nn.Module):
     def forward(self, x: torch.Tensor, timer=NULL_TIMER,
                 topk_idx: Routing | None = None) -> torch.Tensor:
         """``x [num_tokens, hidden]`` (this rank's tokens) -> ``[num_tokens, hidden]``."""
-        m, ranks, slots = self.model, self.num_ranks, self.table.max_local
-        num_tokens = x.shape[0]
-        forced = forced_ids(topk_idx if topk_idx is not None else self.routing, num_tokens,
-                            m.top_k, m.experts, x.device)
-        with timer.phase("router"):
-            topk_idx, topk_weights = self.router(x, forced)
-        with timer.phase("permute"):
-            order, token_of, send_counts = self._send_order(topk_idx)
-            send_x = x.index_select(0, token_of)
+        st = self.front(x, timer, topk_idx)
         hide_shared = self.overlap == "shared" and self.shared is not None
-        with timer.phase("dispatch"):
-            recv_counts = _exchange(send_counts, [slots] * ranks, [slots] * ranks, self.group,
-                                    ranks).view(ranks, slots)
-            send_splits = send_counts.view(ranks, slots).sum(1).tolist()
-            recv_splits = recv_counts.sum(1).tolist()
-            recv_x, pending = _exchange(send_x, recv_splits, send_splits, self.group, ranks,
-                                        async_op=True)
-            if not hide_shared:
-                pending.wait()
+        self.dispatch_begin(st, timer, wait=not hide_shared)
         if hide_shared:
             with timer.phase("shared_experts"):
-                shared_out = self.shared(x)
-            with timer.phase("dispatch"):
-                pending.wait()
+                st.shared_out = self.shared(x)
+        self.middle(st, timer, combine_wait=True)
+        return self.back(st, timer)
+
+    # the forward in stages, so that micro-batches can interleave (``two_batch_stack``)
+
+    def front(self, x: torch.Tensor, timer=NULL_TIMER, topk_idx: Routing | None = None):
+        """Router and permute of ``x``: the stage state for :meth:`dispatch_begin`."""
+        m = self.model
+        forced = forced_ids(topk_idx if topk_idx is not None else self.routing, x.shape[0],
+                            m.top_k, m.experts, x.device)
+        st = _Stage(x=x)
+        with timer.phase("router"):
+            topk_idx, st.topk_weights = self.router(x, forced)
         with timer.phase("permute"):
-            local_order = self._local_order(recv_counts)
-            x_local = recv_x.index_select(0, local_order)
-            counts_local = recv_counts.sum(0)[:len(self.experts.expert_ids)]
+            st.order, st.token_of, st.send_counts = self._send_order(topk_idx)
+            st.send_x = x.index_select(0, st.token_of)
+        return st
+
+    def dispatch_begin(self, st, timer=NULL_TIMER, wait: bool = False) -> None:
+        """Count exchange (blocking: the splits depend on it), then the rows, asynchronously."""
+        ranks, slots = self.num_ranks, self.table.max_local
+        with timer.phase("dispatch"):
+            st.recv_counts = _exchange(st.send_counts, [slots] * ranks, [slots] * ranks,
+                                       self.group, ranks).view(ranks, slots)
+            st.send_splits = st.send_counts.view(ranks, slots).sum(1).tolist()
+            st.recv_splits = st.recv_counts.sum(1).tolist()
+            st.recv_x, st.pending = _exchange(st.send_x, st.recv_splits, st.send_splits,
+                                              self.group, ranks, async_op=True)
+            if wait:
+                st.pending.wait()
+
+    def middle(self, st, timer=NULL_TIMER, combine_wait: bool = False) -> None:
+        """Wait for the dispatch, run the local experts, start the combine."""
+        ranks = self.num_ranks
+        with timer.phase("dispatch"):
+            st.pending.wait()
+        with timer.phase("permute"):
+            local_order = self._local_order(st.recv_counts)
+            x_local = st.recv_x.index_select(0, local_order)
+            st.counts_local = st.recv_counts.sum(0)[:len(self.experts.expert_ids)]
         with timer.phase("experts"):
-            y_local = self.experts(x_local, counts_local)
+            y_local = self.experts(x_local, st.counts_local)
         with timer.phase("unpermute"):
-            y_recv = torch.empty_like(y_local).index_copy_(0, local_order, y_local)
+            st.y_recv = torch.empty_like(y_local).index_copy_(0, local_order, y_local)
         with timer.phase("combine"):
-            y_send = _exchange(y_recv, send_splits, recv_splits, self.group, ranks)
+            st.y_send, st.pending = _exchange(st.y_recv, st.send_splits, st.recv_splits,
+                                              self.group, ranks, async_op=True)
+            if combine_wait:
+                st.pending.wait()
+
+    def back(self, st, timer=NULL_TIMER) -> torch.Tensor:
+        """Wait for the combine, weighted sum per token, shared experts."""
+        with timer.phase("combine"):
+            st.pending.wait()
         with timer.phase("unpermute"):
-            out = unpermute(y_send, token_of, topk_weights.reshape(-1)[order], num_tokens)
-        if hide_shared:
+            out = unpermute(st.y_send, st.token_of, st.topk_weights.reshape(-1)[st.order],
+                            st.x.shape[0])
+        if self.shared is not None:
             with timer.phase("shared_experts"):
-                out = out + shared_out
-        elif self.shared is not None:
-            with timer.phase("shared_experts"):
-                out = out + self.shared(x)
-        self.last_stats = self._stats(send_splits, recv_splits, send_x, y_recv, counts_local)
+                out = out + (st.shared_out if st.shared_out is not None else self.shared(st.x))
+        self.last_stats = self._stats(st.send_splits, st.recv_splits, st.send_x, st.y_recv,
+                                      st.counts_local)
         return out
 
     def _send_order(self, topk_idx: torch.Tensor):

@@ -25,6 +25,7 @@ bound to cores where each gets its own (:func:`pin_to_core`) and freed memory is
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -38,9 +39,9 @@ import torch
 import torch.distributed as dist
 
 from moesim.config import MoEModel
-from moesim.measure.ep import EPMoELayer
+from moesim.measure.ep import EPMoELayer, two_batch_stack
 from moesim.measure.layers import MoELayer, layer_copies
-from moesim.measure.timers import PHASES, WallTimer
+from moesim.measure.timers import NULL_TIMER, PHASES, WallTimer
 from moesim.measure.weights import torch_dtype
 
 COMM_PHASES = ("dispatch", "combine")
@@ -80,10 +81,21 @@ def sample_inclusion_ids(q: np.ndarray, num_tokens: int, top_k: int, seed: int) 
 def _layer(case: dict, rank: int, num_ranks: int):
     model = MoEModel(**case["model"])
     kw = {"dtype": torch_dtype(case["dtype"]), "seed": int(case.get("weight_seed", 0))}
+    overlap = case.get("overlap", "none")
+    if overlap == "two-batch":  # a stack of EP layers (identity exchanges on one rank)
+        return EPMoELayer(model, case["placement"], rank=rank, **kw)
     if num_ranks == 1:  # no exchange: nothing for the shared experts to hide under
         return MoELayer(model, **kw)
-    return EPMoELayer(model, case["placement"], rank=rank, overlap=case.get("overlap", "none"),
-                      **kw)
+    return EPMoELayer(model, case["placement"], rank=rank, overlap=overlap, **kw)
+
+
+#: Consecutive layers one timed forward runs under two-batch overlap: the pipeline of the two
+#: micro-batches continues across them, and the times are reported per layer.
+TWO_BATCH_LAYERS = 4
+
+
+def stack_depth(case: dict) -> int:
+    return TWO_BATCH_LAYERS if case.get("overlap") == "two-batch" else 1
 
 
 def _inputs(case: dict, rank: int, num_ranks: int, dtype: torch.dtype):
@@ -136,6 +148,8 @@ class CpuWindow:
 def time_case(case: dict, rank: int, num_ranks: int, barrier=None) -> dict:
     """This rank's samples: ``total_s [repeats]``, ``phases_s {phase: [repeats]}``."""
     layers = layer_copies(_layer(case, rank, num_ranks), int(case.get("cache_bytes", 0)))
+    while len(layers) < stack_depth(case):
+        layers.append(copy.deepcopy(layers[0]))
     x, ids = _inputs(case, rank, num_ranks, layers[0].dtype)
     barrier = barrier or (lambda: None)
     gc.collect()
@@ -176,23 +190,32 @@ class SpanTimer(WallTimer):
 
 def _timed_forwards(layers, x, ids, case, barrier):
     """Per repeat: the forward's wall seconds, its first/last phase times, and each phase."""
-    warmup = int(case["warmup"])
+    warmup, depth = int(case["warmup"]), stack_depth(case)
+
+    def run(i: int, timer=NULL_TIMER):
+        if depth == 1:
+            layers[i % len(layers)](x, timer, topk_idx=ids)
+            return layers[i % len(layers)]
+        stack = [layers[(i * depth + j) % len(layers)] for j in range(depth)]
+        two_batch_stack(stack, x, timer, ids)
+        return stack[-1]
+
     for i in range(warmup):
-        layers[i % len(layers)](x, topk_idx=ids)
+        run(i)
     walls, spans, phases = [], [], {p: [] for p in PHASES}
     marks = {p: [] for p in COMM_PHASES}
     for i in range(int(case["repeats"])):
-        layer = layers[(warmup + i) % len(layers)]
         timer = SpanTimer()
         barrier()
         start = time.perf_counter()
-        layer(x, timer, topk_idx=ids)
+        layer = run(warmup + i, timer)
         walls.append(time.perf_counter() - start)
         spans.append((timer.first, timer.last))
         for p in PHASES:
             phases[p].append(timer.seconds.get(p, 0.0))
-        for p in COMM_PHASES:
-            marks[p].append(timer.marks.get(p, (float("nan"), float("nan"))))
+        for p in COMM_PHASES:  # one entry per exchange: only a single layer has marks
+            marks[p].append(timer.marks.get(p, (float("nan"),) * 2) if depth == 1
+                            else (float("nan"),) * 2)
     return {"total_s": walls, "span_s": spans, "phases_s": phases, "marks_s": marks}, layer
 
 
@@ -211,10 +234,11 @@ def combine_ranks(case: dict, per_rank: list[dict]) -> dict:
       ranks that slept in it, not the wait for stragglers (records without entry/exit marks:
       the shortest over ranks).
     """
-    walls = np.array([r["total_s"] for r in per_rank])                        # [ranks, repeats]
+    depth = stack_depth(case)  # layers per timed forward: every time below is per layer
+    walls = np.array([r["total_s"] for r in per_rank]) / depth                # [ranks, repeats]
     spans = np.array([r["span_s"] for r in per_rank], dtype=float)            # [ranks, repeats, 2]
-    totals = spans[:, :, 1].max(axis=0) - spans[:, :, 0].max(axis=0)
-    phases = {p: np.array([r["phases_s"][p] for r in per_rank]) for p in PHASES}
+    totals = (spans[:, :, 1].max(axis=0) - spans[:, :, 0].max(axis=0)) / depth
+    phases = {p: np.array([r["phases_s"][p] for r in per_rank]) / depth for p in PHASES}
     compute = sum(phases[p] for p in PHASES if p not in COMM_PHASES)
     critical = compute.argmax(axis=0)                                          # [repeats]
     cols = np.arange(walls.shape[1])
@@ -229,6 +253,7 @@ def combine_ranks(case: dict, per_rank: list[dict]) -> dict:
         "key": case["key"], "ep": len(per_rank), "threads_per_rank": per_rank[0]["threads"],
         "repeats": int(case["repeats"]), "warmup": int(case["warmup"]),
         "cache_bytes": int(case.get("cache_bytes", 0)), "layer_copies": per_rank[0]["layer_copies"],
+        "layers_per_forward": depth,
         "total_s": totals.tolist(), "wall_s": walls.max(axis=0).tolist(),
         "phases_s": {p: v.tolist() for p, v in pick.items()},
         "critical_rank": critical.tolist(),

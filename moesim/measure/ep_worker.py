@@ -12,7 +12,9 @@ A case (JSON object): ``model`` (MoEModel fields, or a preset name), ``placement
 rank; default contiguous), ``tokens_per_rank``, ``routing`` ("learned", "uniform" or "zipf:S"),
 ``dtype`` (default float32), ``seed``, ``iters`` (timed forwards after one warm-up), ``gemm``,
 ``check`` (default true; false skips building the single-device reference, e.g. for big models),
-``overlap`` ("none" or "shared": the shared experts computed while the dispatch is in flight).
+``overlap`` ("none"; "shared": the shared experts computed while the dispatch is in flight;
+"two-batch": two layers of different weights as two interleaved micro-batches,
+``two_batch_stack``, checked against the single-device layers applied in turn).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from moesim.config import MoEModel, load_model
-from moesim.measure.ep import EPMoELayer
+from moesim.measure.ep import EPMoELayer, two_batch_stack
 from moesim.measure.forced import sample_topk_ids, uniform_probs, zipf_probs
 from moesim.measure.layers import MoELayer
 from moesim.measure.placement import contiguous_placement, pairs_off_rank
@@ -59,20 +61,32 @@ def run_case(case: dict, rank: int, num_ranks: int, device: torch.device, group=
     x_all = torch.randn(num_ranks * tokens, model.hidden, generator=gen, dtype=torch.float64)
     mine = slice(rank * tokens, (rank + 1) * tokens)
     kw = dict(dtype=dtype, device=device, seed=seed, gemm=case.get("gemm", "auto"))
+    overlap = case.get("overlap", "none")
+    stack = overlap == "two-batch"
     layer = EPMoELayer(model, placement, rank=rank, group=group,
-                       overlap=case.get("overlap", "none"), **kw)
+                       overlap="none" if stack else overlap, **kw)
+    layers = [layer] + ([EPMoELayer(model, placement, rank=rank, group=group,
+                                    **{**kw, "seed": seed + 1})] if stack else [])
     x = x_all[mine].to(dtype=layer.dtype, device=device)
     forced = _forced(case.get("routing", "learned"), model, num_ranks * tokens, seed)
     ids = forced[mine] if forced is not None else None
     timer, iters = WallTimer(device), int(case.get("iters", 1))
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
-    layer(x, topk_idx=ids)                              # warm-up
+    def forward(t=None):
+        if stack:
+            return two_batch_stack(layers, x, t or WallTimer(device), ids)
+        return layer(x, t, topk_idx=ids) if t is not None else layer(x, topk_idx=ids)
+    forward()                                           # warm-up
     for _ in range(iters):
-        out = layer(x, timer, topk_idx=ids)
+        out = forward(timer)
     ok, err = True, None
     if case.get("check", True):
-        ok, err = _check(out, MoELayer(model, **kw), x, ids)
+        if stack:
+            first = MoELayer(model, **kw)(x, topk_idx=ids)
+            ok, err = _check(out, MoELayer(model, **{**kw, "seed": seed + 1}), first, ids)
+        else:
+            ok, err = _check(out, MoELayer(model, **kw), x, ids)
     if ids is None:
         ids, _ = layer.router(x)
     return {"rank": rank, "ok": ok, "max_abs_err": err, "tokens": tokens,

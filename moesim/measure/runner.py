@@ -32,8 +32,9 @@ from moesim.config.model import validate_model
 from moesim.config.run import RUN_FIELDS, validate_run
 
 PARTIAL_NAME = "measure.partial.jsonl"
-#: Overlap modes the measured layers run (``moesim.measure.ep.OVERLAPS``; torch-free copy).
-MEASURED_OVERLAPS = ("none", "shared")
+#: Overlap modes the measured layers run (``moesim.measure.ep.OVERLAPS`` and the two-batch
+#: stack, ``moesim.measure.ep.two_batch_stack``; torch-free).
+MEASURED_OVERLAPS = ("none", "shared", "two-batch")
 #: Dtypes the torch layers compute in (fp8/fp4 weights have no plain torch path on CPU).
 TORCH_DTYPES = ("fp32", "bf16", "fp16")
 
