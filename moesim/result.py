@@ -29,7 +29,8 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
     """Per-row outputs for the slowest device of each row."""
     phases = costs["phases"]
     total = layer.combine_phases(phases, overlap, half,
-                                 cores_shared=hw.compute.idle_peer_speedup > 1.0)
+                                 hides=hw.compute.comm_overlaps_compute
+                                 and hw.compute.idle_peer_speedup <= 1.0)
     dev = total.argmax(axis=1)
     time_s = _pick(total, dev)
     two = overlap == 2

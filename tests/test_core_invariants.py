@@ -180,6 +180,6 @@ def test_ranks_sharing_cores_hide_nothing_by_overlap():
     code = np.array([0, 1, 2])
     rows = {p: np.repeat(v, 3, axis=0) for p, v in phases.items()}
     hidden = combine_phases(rows, code, {p: v for p, v in half.items()})
-    shared_cores = combine_phases(rows, code, {p: v for p, v in half.items()}, cores_shared=True)
+    shared_cores = combine_phases(rows, code, {p: v for p, v in half.items()}, hides=False)
     assert hidden[:, 0].tolist() == [15.0, 13.0, 2 * max(4.5, 3.0)]
     assert shared_cores[:, 0].tolist() == [15.0, 15.0, 2 * (4.5 + 3.0)]

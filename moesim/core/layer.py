@@ -223,17 +223,19 @@ def shared_cores(stage_s: np.ndarray, speedup: float) -> np.ndarray:
 
 def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,
                    half: dict[str, np.ndarray] | None = None,
-                   cores_shared: bool = False) -> np.ndarray:
+                   hides: bool = True) -> np.ndarray:
     """Per-device layer time ``[rows, devices]`` under each row's overlap mode (0/1/2 codes).
 
     ``half``: phases at T/2 for the rows with ``overlap == 2`` only (in their order).
-    ``cores_shared``: the ranks share cores (``idle_peer_speedup > 1``): a rank waiting in an
-    exchange has already handed its core to another rank's work, so no core is idle to hide
-    compute in and both overlap modes cost their phases in sequence (measured on this project's
-    CPU: `results/overlap-cpu/`, 4 ranks on 2 cores saved 2.2 ms where hiding predicts 25.5).
+    ``hides``: the device can hide an exchange under compute. Not where the ranks' own cores
+    move the bytes (``compute.comm_overlaps_compute: false``, CPU ranks over gloo) or where
+    ranks share cores (``idle_peer_speedup > 1``: a rank waiting in an exchange has already
+    handed its core to another rank's work): there both overlap modes cost their phases in
+    sequence, two-batch with every exchange twice (measured on this project's CPU,
+    ``results/overlap-cpu/``).
     """
     serial = sum(phases[p] for p in PHASES)
-    if cores_shared:
+    if not hides:
         shared = serial
     else:
         shared = serial - phases["dispatch"] - phases["shared_experts"] + np.maximum(
@@ -242,6 +244,6 @@ def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,
     if half is not None:
         compute = sum(half[p] for p in COMPUTE_PHASES)
         comm_s = half["dispatch"] + half["combine"]
-        both = compute + comm_s if cores_shared else np.maximum(compute, comm_s)
+        both = np.maximum(compute, comm_s) if hides else compute + comm_s
         total[overlap == 2] = 2.0 * both
     return total
