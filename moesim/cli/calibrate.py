@@ -84,8 +84,14 @@ def summary(profile, doc: dict, seconds: float) -> str:
              f"  memory bandwidth  {_mem_bps(profile) / 1e9:.2f} GB/s"]
     for dtype, gq in q.get("gemm", {}).items():
         hold = gq.get("holdout", {})
-        lines.append(f"  gemm {dtype:<5} in-sample {gq['in_sample']['mean_abs_pct']:.1f}% "
+        lines.append(f"  dense gemm {dtype:<5} in-sample {gq['in_sample']['mean_abs_pct']:.1f}% "
                      f"held-out {hold.get('mean_abs_pct', float('nan')):.1f}% mean |error|")
+    for dtype, fq in q.get("gemm_layer_ffn", {}).items():
+        hold = fq.get("holdout", {})
+        gap = q.get("dense_gemm_table_on_layer_ffn", {}).get(dtype, {})
+        lines.append(f"  expert FFN {dtype:<5} in-sample {fq['in_sample']['mean_abs_pct']:.1f}% "
+                     f"held-out shape {hold.get('mean_abs_pct', float('nan')):.1f}%"
+                     + (f" (dense GEMM table alone: {gap['bias_pct']:+.1f}% bias)" if gap else ""))
     for key in ("scale_up", "scale_out"):
         if key in q:
             lines.append(f"  {key:<9} latency {getattr(profile, key).latency_s * 1e6:.0f} us, "
@@ -93,5 +99,6 @@ def summary(profile, doc: dict, seconds: float) -> str:
                          f"{q[key].get('holdout', {}).get('mean_abs_pct', float('nan')):.1f}%")
     key_numbers = {"profile": profile.name, "seconds": round(seconds, 1),
                    "launch_overhead_s": profile.compute.launch_overhead_s,
-                   "fit_quality": {k: q[k] for k in ("gemm", "scale_up") if k in q}}
+                   "fit_quality": {k: q[k] for k in ("gemm", "gemm_layer_ffn", "scale_up")
+                                   if k in q}}
     return "\n".join(lines) + "\n" + json.dumps(key_numbers)
