@@ -193,3 +193,40 @@ def test_both_mode_calls_hook_and_reports_measurements(tmp_path, monkeypatch):
     assert (table["measured_time_s"] / table["time_s"]).round(6).eq(1.25).all()
     page = result.files["report"].read_text()
     assert 'id="fig-measured"' in page and 'id="fig-phase_error"' in page
+
+
+def test_relative_files_are_read_beside_the_scenario(tmp_path, monkeypatch):
+    """A placement file, a profile and a routing trace next to the scenario are found from any
+    working directory; preset names and built-in kinds are left alone."""
+    import numpy as np
+
+    from moesim.scenarios.paths import rebase
+
+    folder = tmp_path / "study"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "place.yaml").write_text(
+        "devices: [[0, 1, 2, 3], [4, 5, 6, 7]]\n", encoding="utf-8")
+    (folder / "my-gpu.yaml").write_text("name: my-gpu\ndescription: t\nbase: h100-sxm\n", encoding="utf-8")
+    ids = np.random.default_rng(0).integers(0, 8, size=(64, 2))
+    ids[:, 1] = (ids[:, 0] + 1) % 8
+    np.save(folder / "data" / "ids.npy", ids)
+    (folder / "s.yaml").write_text(textwrap.dedent("""\
+        name: rel
+        model: mixtral-8x7b
+        hardware: [{profile: my-gpu.yaml}, h100-sxm]
+        run: {ep: 2, placement: data/place.yaml}
+        sweep:
+          tokens: [1, 16]
+          routing: [uniform, "trace:data/ids.npy"]
+        """), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    table = run_scenario(load_scenario(folder / "s.yaml"), tmp_path / "out", progress=False).table
+    assert len(table) == 8 and (table["time_s"] > 0).all()
+    assert len(set(table["hardware"])) == 2 and set(table["placement"]) == {
+        str(Path("..") / "study" / "data" / "place.yaml")}
+    assert rebase("h100-sxm", folder) == "h100-sxm"
+    assert rebase("zipf:1.2", folder) == "zipf:1.2"
+    assert rebase("missing.yaml", folder) == "missing.yaml"
+    assert rebase("trace:data/ids.npy", folder).endswith("data/ids.npy")

@@ -124,8 +124,12 @@ class Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read, parse (safe loader) and validate a scenario file; errors name file, line, field."""
+    from moesim.scenarios.paths import rebase_scenario
+
     path = Path(path)
     doc = load_yaml(path)
+    if isinstance(doc.data, dict):
+        doc.data = rebase_scenario(doc.data, path.parent)
     return _validate(doc, path.read_text(encoding="utf-8"), path)
 
 
