@@ -28,9 +28,7 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
                      sub, hw, place, imbalance: np.ndarray) -> dict[str, np.ndarray]:
     """Per-row outputs for the slowest device of each row."""
     phases = costs["phases"]
-    total = layer.combine_phases(phases, overlap, half,
-                                 hides=hw.compute.comm_overlaps_compute
-                                 and hw.compute.idle_peer_speedup <= 1.0)
+    total = layer.combine_phases(phases, overlap, half, hides=hw.compute.comm_overlap_fraction)
     dev = total.argmax(axis=1)
     time_s = _pick(total, dev)
     two = overlap == 2

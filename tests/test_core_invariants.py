@@ -168,9 +168,9 @@ def test_all_to_all_v_adds_count_exchange_and_receive_regroup():
     assert one[0] == pytest.approx(one[1])
 
 
-def test_ranks_sharing_cores_hide_nothing_by_overlap():
-    """On a per-rank profile of ranks that share cores (idle_peer_speedup > 1) overlap modes cost
-    the phases in sequence: shared == none, and two-batch == 2 x (compute + comm) at T/2."""
+def test_overlap_hides_its_share_of_the_exchange():
+    """h = 1: shared == serial - min(dispatch, shared), two-batch == 2 max(compute, comm) at T/2;
+    h = 0 (the ranks' own cores move the bytes): every phase in sequence; h = 0.5 halfway."""
     from moesim.core.layer import combine_phases
 
     phases = {p: np.full((1, 2), v) for p, v in zip(
@@ -180,6 +180,8 @@ def test_ranks_sharing_cores_hide_nothing_by_overlap():
     code = np.array([0, 1, 2])
     rows = {p: np.repeat(v, 3, axis=0) for p, v in phases.items()}
     hidden = combine_phases(rows, code, {p: v for p, v in half.items()})
-    shared_cores = combine_phases(rows, code, {p: v for p, v in half.items()}, hides=False)
+    shared_cores = combine_phases(rows, code, {p: v for p, v in half.items()}, hides=0.0)
     assert hidden[:, 0].tolist() == [15.0, 13.0, 2 * max(4.5, 3.0)]
     assert shared_cores[:, 0].tolist() == [15.0, 15.0, 2 * (4.5 + 3.0)]
+    half_way = combine_phases(rows, code, {p: v for p, v in half.items()}, hides=0.5)
+    assert half_way[:, 0].tolist() == [15.0, 14.0, 2 * (4.5 + 3.0 - 1.5)]

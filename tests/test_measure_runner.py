@@ -380,7 +380,8 @@ def test_shared_profile_takes_sync_latency_and_idle_peer_speedup(tmp_path, monke
         "name: cpu-y-shared1\ndescription: t\nbase: cpu\nkind: calibrated\n"
         "fit_quality:\n  scale_up: {per_world_size: {'4': {alpha_s: 0.001, bytes_per_s: 8.0e+8}}}\n")
     base = load_profile(base_file)
-    sync = {"iters": 100, "bytes_per_peer": 16384, "compute_s": 0.10, "compute_a2a_s": 0.30}
+    sync = {"iters": 100, "bytes_per_peer": 16384, "compute_s": 0.10, "compute_a2a_s": 0.30,
+            "overlap_s": 0.25}
 
     def rec(ranks, gemm):
         return {"ranks": ranks, "threads_per_rank": 1, "duration_s": 1.0, "load_1m": 0.5,
@@ -397,6 +398,10 @@ def test_shared_profile_takes_sync_latency_and_idle_peer_speedup(tmp_path, monke
     assert prof.scale_up.latency_s == pytest.approx(lat["latency_s"]
                                                     - prof.compute.launch_overhead_s, rel=1e-3)
     assert "between compute phases" in prof.sources["scale_up.latency_s"]
+    # overlapped: 2.5 ms per iteration against 3 ms in sequence hides 0.5 of min(1 ms GEMM,
+    # 2 ms exchange); reported only, the base's comm_overlap_fraction stays
+    assert prof.fit_quality["sync_overlap"]["fraction"] == pytest.approx(0.5)
+    assert prof.compute.comm_overlap_fraction == base.compute.comm_overlap_fraction
     # ranks <= cores: every rank has its own core, nothing to gain while peers wait
     assert runner.idle_peer_speedup(share, 2, 2, runner.share_factors(share, 2))[0] == 1.0
     # no run with one rank per core: the ideal R / C, marked as an assumption

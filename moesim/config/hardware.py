@@ -37,10 +37,10 @@ class Compute(_Frozen):
     launch_overhead_s: float = Field(ge=0, description="fixed cost of one kernel launch")
     grouped_gemm: bool = Field(True, description="expert GEMMs run as one grouped kernel "
                                "(else one kernel per expert with tokens)")
-    comm_overlaps_compute: bool = Field(True, description=(
-        "exchanges run on engines apart from the compute units (GPU copy engines and NVLink/"
-        "RDMA), so overlap modes can hide them; false where the ranks' own cores move the "
-        "bytes (CPU ranks over gloo)"))
+    comm_overlap_fraction: float = Field(1.0, ge=0.0, le=1.0, description=(
+        "share of min(exchange, compute) that overlap modes hide: 1 where engines apart from "
+        "the compute units move the bytes (GPU copy engines, NVLink/RDMA), less where the "
+        "ranks' own cores do (CPU ranks over gloo; measured by the shared-profile step)"))
     idle_peer_speedup: float = Field(1.0, ge=1.0, description=(
         "ranks that share cores (a per-rank profile measured with all ranks busy): how much "
         "faster one rank computes while its peers wait; 1 for a dedicated device"))

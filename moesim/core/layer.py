@@ -15,7 +15,8 @@ Overlap modes combine them per device: ``none`` (sum), ``shared`` (shared expert
 dispatch: ``max(dispatch, shared_experts)``) and ``two-batch`` (two micro-batches of T/2; in the
 steady state of consecutive layers the compute stream and the communication stream each do two
 micro-batches' work: ``2 * max(compute(T/2), comm(T/2))``, as in DeepSeek-V3's dual micro-batch
-overlap and SGLang's two-batch overlap). Ranks that share cores hide nothing (``combine_phases``).
+overlap and SGLang's two-batch overlap), scaled by the share of an exchange the device can hide
+(``combine_phases``).
 """
 from __future__ import annotations
 
@@ -223,27 +224,22 @@ def shared_cores(stage_s: np.ndarray, speedup: float) -> np.ndarray:
 
 def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,
                    half: dict[str, np.ndarray] | None = None,
-                   hides: bool = True) -> np.ndarray:
+                   hides: float = 1.0) -> np.ndarray:
     """Per-device layer time ``[rows, devices]`` under each row's overlap mode (0/1/2 codes).
 
     ``half``: phases at T/2 for the rows with ``overlap == 2`` only (in their order).
-    ``hides``: the device can hide an exchange under compute. Not where the ranks' own cores
-    move the bytes (``compute.comm_overlaps_compute: false``, CPU ranks over gloo) or where
-    ranks share cores (``idle_peer_speedup > 1``: a rank waiting in an exchange has already
-    handed its core to another rank's work): there both overlap modes cost their phases in
-    sequence, two-batch with every exchange twice (measured on this project's CPU,
-    ``results/overlap-cpu/``).
+    ``hides``: the share h of ``min(exchange, compute)`` an overlap hides (the profile's
+    ``compute.comm_overlap_fraction``): ``shared`` costs ``serial - h * min(dispatch,
+    shared_experts)`` and ``two-batch`` ``2 * (compute + comm - h * min(compute, comm))`` at
+    T/2, which is ``2 * max(compute, comm)`` for h = 1 (engines apart from the compute units
+    move the bytes) and every phase in sequence, each exchange twice, for h = 0 (measured on
+    this project's CPU, ``results/overlap-cpu/``).
     """
     serial = sum(phases[p] for p in PHASES)
-    if not hides:
-        shared = serial
-    else:
-        shared = serial - phases["dispatch"] - phases["shared_experts"] + np.maximum(
-            phases["dispatch"], phases["shared_experts"])
+    shared = serial - hides * np.minimum(phases["dispatch"], phases["shared_experts"])
     total = np.where(_col(overlap) == 1, shared, serial)
     if half is not None:
         compute = sum(half[p] for p in COMPUTE_PHASES)
         comm_s = half["dispatch"] + half["combine"]
-        both = np.maximum(compute, comm_s) if hides else compute + comm_s
-        total[overlap == 2] = 2.0 * both
+        total[overlap == 2] = 2.0 * (compute + comm_s - hides * np.minimum(compute, comm_s))
     return total

@@ -350,7 +350,9 @@ def sync_seconds(num_ranks: int, barrier, iters: int = SYNC_ITERS) -> dict:
     rank's wall seconds for ``iters`` x (GEMM; all-to-all) and for ``iters`` x GEMM alone. A
     rank that waits in a collective sleeps; waking it when the data arrives (on this KVM guest,
     an IPI to a halted vCPU) and getting its core back (when ranks share cores) is paid on every
-    exchange, and back-to-back all-to-alls (the calibration's size sweep) never pay it."""
+    exchange, and back-to-back all-to-alls (the calibration's size sweep) never pay it. Also
+    ``overlap_s``: ``iters`` x (all-to-all issued async; GEMM; wait), how much of the exchange
+    the GEMM can hide."""
     size = SYNC_GEMM
     a, b, out = torch.randn(size, size), torch.randn(size, size), torch.empty(size, size)
     send = torch.randn(num_ranks * SYNC_ROWS * 256)
@@ -358,17 +360,23 @@ def sync_seconds(num_ranks: int, barrier, iters: int = SYNC_ITERS) -> dict:
     dist.all_to_all_single(recv, send)
     torch.mm(a, b, out=out)
     walls = {}
-    for name, exchange in (("compute_s", False), ("compute_a2a_s", True), ("compute_s2", False)):
+    cases = (("compute_s", False), ("compute_a2a_s", True), ("overlap_s", None), ("compute_s2", False))
+    for name, exchange in cases:
         barrier()
         start = time.perf_counter()
         for _ in range(iters):
+            if exchange is None:  # the exchange in flight while the GEMM runs
+                work = dist.all_to_all_single(recv, send, async_op=True)
+                torch.mm(a, b, out=out)
+                work.wait()
+                continue
             torch.mm(a, b, out=out)
             if exchange:
                 dist.all_to_all_single(recv, send)
         walls[name] = time.perf_counter() - start
     return {"iters": iters, "bytes_per_peer": SYNC_ROWS * 256 * 4,
             "compute_s": min(walls["compute_s"], walls["compute_s2"]),
-            "compute_a2a_s": walls["compute_a2a_s"]}
+            "compute_a2a_s": walls["compute_a2a_s"], "overlap_s": walls["overlap_s"]}
 
 
 def run_share(duration_s: float, rank: int, num_ranks: int, sink) -> None:
