@@ -230,3 +230,18 @@ def test_relative_files_are_read_beside_the_scenario(tmp_path, monkeypatch):
     assert rebase("zipf:1.2", folder) == "zipf:1.2"
     assert rebase("missing.yaml", folder) == "missing.yaml"
     assert rebase("trace:data/ids.npy", folder).endswith("data/ids.npy")
+
+
+def test_gpu_validation_scenario_is_ready_for_a_calibrated_profile():
+    """validation-gpu names the profile the GPU runbook writes; with any profile in its place it
+    is a valid 48-config scenario whose every row the measured layers can run."""
+    from moesim.measure.runner import MeasureSettings, build_case
+    from moesim.scenarios.sweep import expand
+
+    text = (SCENARIO_DIR / "validation-gpu.yaml").read_text(encoding="utf-8")
+    assert "profile: gpu-calibrated" in text
+    scenario = scenario_from_text(text.replace("gpu-calibrated", "h100-sxm"))
+    assert scenario.points() == 48
+    for row in expand(scenario).to_dict(orient="records"):
+        case = build_case(row, MeasureSettings())
+        assert case["dtype"] == "bf16" and case["ep"] == 1
