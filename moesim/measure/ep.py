@@ -100,7 +100,12 @@ def two_batch_stack(layers: list, x: torch.Tensor, timer=NULL_TIMER,
     front(0), back(1 of the previous layer), front(1), experts(0), experts(1), back(0), while
     dispatch(0) is in flight under back/front of the other micro-batch, dispatch(1) under
     experts(0), combine(0) under experts(1) and combine(1) under back(0) and the next layer's
-    front(0). ``topk_idx`` (forced ids of all tokens) is split with the tokens. Collective."""
+    front(0). ``topk_idx`` (forced ids of all tokens) is split with the tokens. Collective.
+
+    The count exchange before each dispatch blocks and, on one process group, starts only after
+    the collectives already in flight there (gloo and NCCL both order a group's collectives), so
+    dispatch(1)'s counts wait for dispatch(0)'s rows; a fused GPU dispatch kernel (DeepEP) sends
+    counts with the rows and does not pay that."""
     half = (x.shape[0] + 1) // 2
     xs = [x[:half], x[half:]]
     ids = [None, None] if topk_idx is None else [topk_idx[:half], topk_idx[half:]]
