@@ -23,6 +23,7 @@ from moesim.calibration.fit import curve_table, error_summary, interp_log
 from moesim.calibration.gemm_fit import GemmDevice
 from moesim.config.dtypes import bytes_per_element
 from moesim.core import gemm
+from moesim.core.layer import ffn_gemms
 from moesim.harness.records import Record
 
 FFN_KINDS = ("layer_experts", "layer_shared_experts")
@@ -52,11 +53,10 @@ def ffn_terms(dev: GemmDevice, stream: Streaming, dtype: str, counts, hidden: in
         seen.append(np.asarray(x, dtype=float))
         return np.ones_like(x, dtype=float)
 
-    kw = dict(peak_flops_per_s=dev.peaks[dtype], units=dev.units, tile_m=dev.tile_m,
-              tile_n=dev.tile_n, eff_gemm=unit, mem_bytes_per_s=dev.mem_bytes_per_s, eff_mem=1.0,
-              launch_overhead_s=dev.launch_s, grouped=grouped)
-    g1 = gemm.grouped_gemm(load, hidden, up_n, hidden * up_n * a, (hidden + up_n) * a, **kw)
-    g2 = gemm.grouped_gemm(load, ffn, hidden, ffn * hidden * a, (ffn + hidden) * a, **kw)
+    g1, g2 = ffn_gemms(load, hidden, ffn, matrices, a, a, peak_flops_per_s=dev.peaks[dtype],
+                       units=dev.units, tile_m=dev.tile_m, tile_n=dev.tile_n, eff_gemm=unit,
+                       mem_bytes_per_s=dev.mem_bytes_per_s, eff_mem=1.0,
+                       launch_overhead_s=dev.launch_s, grouped=grouped)
     tokens = float(load.tokens[0, 0])
     act_launches = stream.act_kernels * (1.0 if grouped else float(load.experts_hit[0, 0]))
     act_s = (tokens * (up_n + ffn) * a / stream.act_bytes_per_s

@@ -107,11 +107,27 @@ def _col(x) -> np.ndarray:
     return np.asarray(x, dtype=float).reshape(-1, 1)
 
 
-def _dense(hw: DeviceParams, tokens, k_dim, n_dim, weight_bytes, act_bytes, peak, eff) -> gemm.GemmCost:
-    """A dense GEMM on every device (router, shared experts): one 'slot' holding all tokens."""
+def dense_load(tokens, tile_m: int) -> gemm.DeviceLoad:
+    """One 'slot' holding all ``tokens`` of each row (router, shared experts)."""
     counts = _col(tokens)
-    hit = (counts > 0).astype(float)
-    load = gemm.DeviceLoad(np.ceil(counts / hw.tile_m - 1e-9), counts, hit)
+    return gemm.DeviceLoad(np.ceil(counts / tile_m - 1e-9), counts, (counts > 0).astype(float))
+
+
+def ffn_gemms(load: gemm.DeviceLoad, hidden, ffn, matrices, weight_bytes_per_param, act_bytes,
+              **kw) -> tuple[gemm.GemmCost, gemm.GemmCost]:
+    """An expert FFN's two GEMMs over ``load``: gate/up ``[M, hidden] x [hidden, (m-1) ffn]``
+    and down ``[M, ffn] x [ffn, hidden]`` (``kw``: ``gemm.grouped_gemm``'s device keywords)."""
+    up_n = (matrices - 1) * ffn
+    up = gemm.grouped_gemm(load, hidden, up_n, hidden * up_n * weight_bytes_per_param,
+                           (hidden + up_n) * act_bytes, **kw)
+    down = gemm.grouped_gemm(load, ffn, hidden, hidden * ffn * weight_bytes_per_param,
+                             (ffn + hidden) * act_bytes, **kw)
+    return up, down
+
+
+def _dense(hw: DeviceParams, tokens, k_dim, n_dim, weight_bytes, act_bytes, peak, eff) -> gemm.GemmCost:
+    """A dense GEMM on every device (the router)."""
+    load = dense_load(tokens, hw.tile_m)
     return gemm.grouped_gemm(load, k_dim, n_dim, weight_bytes,
                              act_bytes, peak_flops_per_s=peak, units=hw.units, tile_m=hw.tile_m,
                              tile_n=hw.tile_n, eff_gemm=eff, mem_bytes_per_s=hw.mem_bytes_per_s,
@@ -151,8 +167,7 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
               peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff)
     up_n = (m - 1) * f
     load = gemm.DeviceLoad.from_slots(counts, hit, slot_device, num_devices, hw.tile_m)
-    g1 = gemm.grouped_gemm(load, h, up_n, h * up_n * rows.weight_bytes_per_param, (h + up_n) * a, **kw)
-    g2 = gemm.grouped_gemm(load, f, h, h * f * rows.weight_bytes_per_param, (f + h) * a, **kw)
+    g1, g2 = ffn_gemms(load, h, f, m, rows.weight_bytes_per_param, a, **kw)
     dev_tokens = load.tokens
     act_kernels = _col(kernels["activation"])
     act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
@@ -162,10 +177,8 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
 
     sf = rows.shared_ffn
     has_shared = sf > 0
-    s1 = _dense(hw, t * has_shared, h, (m - 1) * sf, h * (m - 1) * sf * rows.weight_bytes_per_param,
-                (h + (m - 1) * sf) * a, rows.peak_gemm_flops_per_s, rows.gemm_eff)
-    s2 = _dense(hw, t * has_shared, sf, h, h * sf * rows.weight_bytes_per_param, (sf + h) * a,
-                rows.peak_gemm_flops_per_s, rows.gemm_eff)
+    s1, s2 = ffn_gemms(dense_load(t * has_shared, hw.tile_m), h, sf, m,
+                       rows.weight_bytes_per_param, a, **kw)
     shared_act = stream(_col(t * has_shared * ((m - 1) * sf + sf) * a), "activation",
                         _col(has_shared * kernels["activation"]))
     shared_s = s1.time_s + s2.time_s + shared_act

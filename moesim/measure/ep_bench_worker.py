@@ -213,9 +213,9 @@ def _timed_forwards(layers, x, ids, case, barrier):
         spans.append((timer.first, timer.last))
         for p in PHASES:
             phases[p].append(timer.seconds.get(p, 0.0))
-        for p in COMM_PHASES:  # one entry per exchange: only a single layer has marks
-            marks[p].append(timer.marks.get(p, (float("nan"),) * 2) if depth == 1
-                            else (float("nan"),) * 2)
+        unmarked = (float("nan"), float("nan"))
+        for p in COMM_PHASES:  # a stack enters each exchange many times: no single span
+            marks[p].append(timer.marks.get(p, unmarked) if depth == 1 else unmarked)
     return {"total_s": walls, "span_s": spans, "phases_s": phases, "marks_s": marks}, layer
 
 
@@ -359,20 +359,27 @@ def sync_seconds(num_ranks: int, barrier, iters: int = SYNC_ITERS) -> dict:
     recv = torch.empty_like(send)
     dist.all_to_all_single(recv, send)
     torch.mm(a, b, out=out)
+
+    def gemm():
+        torch.mm(a, b, out=out)
+
+    def gemm_then_exchange():
+        gemm()
+        dist.all_to_all_single(recv, send)
+
+    def exchange_under_gemm():
+        work = dist.all_to_all_single(recv, send, async_op=True)
+        gemm()
+        work.wait()
+
+    steps = {"compute_s": gemm, "compute_a2a_s": gemm_then_exchange,
+             "overlap_s": exchange_under_gemm, "compute_s2": gemm}
     walls = {}
-    cases = (("compute_s", False), ("compute_a2a_s", True), ("overlap_s", None), ("compute_s2", False))
-    for name, exchange in cases:
+    for name, step in steps.items():
         barrier()
         start = time.perf_counter()
         for _ in range(iters):
-            if exchange is None:  # the exchange in flight while the GEMM runs
-                work = dist.all_to_all_single(recv, send, async_op=True)
-                torch.mm(a, b, out=out)
-                work.wait()
-                continue
-            torch.mm(a, b, out=out)
-            if exchange:
-                dist.all_to_all_single(recv, send)
+            step()
         walls[name] = time.perf_counter() - start
     return {"iters": iters, "bytes_per_peer": SYNC_ROWS * 256 * 4,
             "compute_s": min(walls["compute_s"], walls["compute_s2"]),

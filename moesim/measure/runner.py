@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -167,12 +168,6 @@ def contaminated(record: dict | None, settings: MeasureSettings) -> bool:
                               and record.get("foreign_cpu_s", 1.0) > 0.05)
 
 
-def _median_total(record: dict) -> float:
-    values = sorted(record.get("total_s") or [float("inf")])
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
-
-
 class PartialStore:
     """The append-only JSON-lines file of finished cases, keyed by ``key``; where a key was
     measured more than once, the quietest clean record wins (lowest median layer time among
@@ -180,25 +175,25 @@ class PartialStore:
 
     def __init__(self, path: str | Path, max_foreign: float = 0.10):
         self.path = Path(path)
-        self.max_foreign = max_foreign
+        self.settings = MeasureSettings(max_foreign=max_foreign)
 
     def _clean(self, record: dict) -> bool:
-        return not contaminated(record, MeasureSettings(max_foreign=self.max_foreign))
+        return not contaminated(record, self.settings)
+
+    def _rank(self, record: dict) -> tuple[bool, float]:
+        """Sort key, lower is better: clean first, then the lower median (clean) or share of
+        foreign CPU (contaminated)."""
+        if self._clean(record):
+            return False, statistics.median(record.get("total_s") or [math.inf])
+        return True, foreign(record)
 
     def load(self) -> dict[str, dict]:
         """Finished records by key; a torn last line (killed mid-write) is ignored."""
         done: dict[str, dict] = {}
         for record in self.records():
-            key = record["key"]
-            old = done.get(key)
-            if old is None:
-                done[key] = record
-            elif self._clean(record) and self._clean(old):
-                if _median_total(record) < _median_total(old):
-                    done[key] = record
-            elif self._clean(record) or (not self._clean(old)
-                                          and foreign(record) < foreign(old)):
-                done[key] = record
+            old = done.get(record["key"])
+            if old is None or self._rank(record) < self._rank(old):
+                done[record["key"]] = record
         return done
 
     def clean_counts(self) -> dict[str, int]:
