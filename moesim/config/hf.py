@@ -18,12 +18,12 @@ BF16 activations); otherwise ``torch_dtype``/``dtype``. Any other quantisation i
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from moesim.config.errors import ConfigError, unknown
+from moesim.config.files import load_json_file
 from moesim.config.model import MoEModel, validate_model
 
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -229,12 +229,7 @@ def _dtypes(c: _Json, model_type: str) -> dict:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read file: {exc.strerror}", file=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
+    data = load_json_file(path)
     if not isinstance(data, dict):
         raise ConfigError("expected a JSON object (a Hugging Face config.json)", file=str(path))
     return data

@@ -7,15 +7,18 @@ from typing import Any
 import yaml
 
 from moesim.config.errors import ConfigError
+from moesim.config.files import read_text_file
+from moesim.config.limits import MAX_NESTING, MAX_YAML_NODES, limit_error
 
 
 class LocatedYaml:
     """Parsed YAML data plus the line of every mapping key and sequence item (1-based)."""
 
-    def __init__(self, data: Any, lines: dict[tuple, int], file: str):
+    def __init__(self, data: Any, lines: dict[tuple, int], file: str, text: str = ""):
         self.data = data
         self.lines = lines
         self.file = file
+        self.text = text
 
     def line_of(self, path: tuple) -> int | None:
         """Line of the deepest known prefix of ``path`` (a tuple of keys/indices)."""
@@ -31,42 +34,123 @@ class LocatedYaml:
         return ConfigError(message, file=self.file, line=self.line_of(path), field=field)
 
 
-def _walk(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STARTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuse nesting deeper than MAX_NESTING from the event stream, before composing: the
+    composers recurse (PyYAML's raises RecursionError, libyaml's crashes the process)."""
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            if isinstance(event, _STARTS):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise ConfigError(limit_error("nesting depth", depth, MAX_NESTING,
+                                                  "MAX_NESTING"), file=file,
+                                      line=event.start_mark.line + 1)
+            elif isinstance(event, _ENDS):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[tuple[Any, int, yaml.Node]]:
+    """(key or index, its 1-based line, child node) of a mapping's scalar keys or a sequence."""
     if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _walk(value_node, path + (key,), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _walk(item, path + (i,), lines)
+        return [(k.value, k.start_mark.line + 1, v) for k, v in node.value
+                if isinstance(k, yaml.ScalarNode)]
+    if isinstance(node, yaml.SequenceNode):
+        return [(i, v.start_mark.line + 1, v) for i, v in enumerate(node.value)]
+    return []
+
+
+def _walk(root: yaml.Node, file: str) -> dict[tuple, int]:
+    """Line of every key/item path, each node visited once (an alias is not followed), and a
+    check that no mapping repeats a key; then :func:`_check_expansion`."""
+    lines: dict[tuple, int] = {}
+    seen: set[int] = set()
+    stack = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            _check_duplicates(node, path, file)
+        for key, line, child in _children(node):
+            lines[path + (key,)] = line
+            stack.append((child, path + (key,)))
+    _check_expansion(root, file)
+    return lines
+
+
+def _check_duplicates(node: yaml.MappingNode, path: tuple, file: str) -> None:
+    first: dict[tuple, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+            continue
+        line = key_node.start_mark.line + 1
+        key = (key_node.tag, key_node.value)
+        if key in first:
+            field = ".".join(str(p) for p in path + (key_node.value,))
+            raise ConfigError(f"duplicate key '{key_node.value}': first at line {first[key]}, "
+                              f"again at line {line}; expected each key once", file=file,
+                              line=line, field=field)
+        first[key] = line
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases expand beyond MAX_YAML_NODES ("billion laughs"): the
+    expanded size is summed over the node graph bottom-up, each shared node counted once."""
+    size: dict[int, int] = {}
+    order, stack = [], [root]
+    while stack:  # post-order without recursion
+        node = stack.pop()
+        if id(node) in size:
+            continue
+        size[id(node)] = 0
+        order.append(node)
+        stack.extend(child for _, _, child in _children(node))
+    for node in reversed(order):
+        size[id(node)] = 1 + sum(size[id(child)] for _, _, child in _children(node))
+        if size[id(node)] > MAX_YAML_NODES:
+            raise ConfigError(limit_error("values after expanding aliases", size[id(node)],
+                                          MAX_YAML_NODES, "MAX_YAML_NODES"), file=file,
+                              line=node.start_mark.line + 1)
 
 
 def load_yaml_text(text: str, file: str = "<string>") -> LocatedYaml:
-    """Parse ``text`` with the safe loader; a syntax error names the file and line."""
+    """Parse ``text`` with the safe loader (libyaml's when available); a syntax error, a
+    duplicate key, too deep a nesting or an alias bomb names the file and line."""
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_depth(text, file)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            lines = _walk(node, file) if node is not None else {}
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", file=file,
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', None) or exc}", file=file,
                           line=line) from None
-    lines: dict[tuple, int] = {}
-    if node is not None:
-        _walk(node, (), lines)
-    return LocatedYaml(data, lines, file)
+    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a date 2024-02-30
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"invalid YAML value: {exc}", file=file) from None
+    return LocatedYaml(data, lines, file, text)
 
 
 def load_yaml(path: str | Path) -> LocatedYaml:
-    """Read and parse a YAML file safely; a missing file is a ConfigError."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read file: {exc.strerror}", file=str(path)) from None
-    return load_yaml_text(text, file=str(path))
+    """Read (a regular UTF-8 file within the size limit) and parse YAML safely."""
+    return load_yaml_text(read_text_file(path), file=str(path))
 
 
 def _field_names(model_cls: Any) -> set[str]:

@@ -10,7 +10,6 @@ file ``{devices: [[expert ids of device 0], ...]}``.
 from __future__ import annotations
 
 import heapq
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,14 +150,16 @@ def replicated(q: np.ndarray, num_devices: int, redundant: int) -> Placement:
 
 
 def load_placement_file(path: str | Path, experts: int, num_devices: int) -> Placement:
+    from moesim.config.files import load_json_file
     from moesim.config.yamlio import load_yaml
 
     path = Path(path)
-    data = json.loads(path.read_text()) if path.suffix == ".json" else load_yaml(path).data
+    data = load_json_file(path, "placement") if path.suffix == ".json" else load_yaml(path).data
     devices = data.get("devices") if isinstance(data, dict) else None
-    if not isinstance(devices, list) or not all(isinstance(d, list) for d in devices):
-        raise ConfigError("expected 'devices: [[expert ids of device 0], ...]'", file=str(path),
-                          field="devices")
+    if not isinstance(devices, list) or not all(
+            isinstance(d, list) and d and all(type(e) is int for e in d) for d in devices):
+        raise ConfigError("expected 'devices: [[expert ids of device 0], ...]' (non-empty lists "
+                          "of integers)", file=str(path), field="devices")
     if len(devices) != num_devices:
         raise ConfigError(f"file has {len(devices)} devices; expected ep = {num_devices}",
                           file=str(path), field="devices")

@@ -130,7 +130,7 @@ def load_scenario(path: str | Path) -> Scenario:
     doc = load_yaml(path)
     if isinstance(doc.data, dict):
         doc.data = rebase_scenario(doc.data, path.parent)
-    return _validate(doc, path.read_text(encoding="utf-8"), path)
+    return _validate(doc, doc.text, path)
 
 
 def scenario_from_text(text: str, file: str = "<string>") -> Scenario:

@@ -10,7 +10,6 @@ scoring, so the trace has the real model's shape; the weights are then random.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +77,9 @@ def resolve(model: str, *, tiny: bool) -> ModelSource:
 
 
 def _read(file: Path) -> dict:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read config: {exc}; expected a Hugging Face config.json",
-                          file=str(file), field="model") from None
+    from moesim.config.files import load_json_file
+
+    data = load_json_file(file, field="model")
     if not isinstance(data, dict) or "model_type" not in data:
         raise ConfigError("no 'model_type'; expected a Hugging Face config.json",
                           file=str(file), field="model")

@@ -1,0 +1,82 @@
+"""Upper bounds on every size moesim accepts, each set by what a real model, run or file can be.
+
+A typo (``experts: 1000000000``, ``tokens: 4611686018427387904``, ``routing: trace:/dev/zero``)
+must be refused with a message naming the limit, not turned into a 24 GB allocation or a
+prediction of 1e12 seconds. Each bound leaves headroom over the largest real case it cites;
+raise one here (and only here) when a real model outgrows it.
+"""
+from __future__ import annotations
+
+#: Routed experts per MoE layer. Largest real: Switch-C 2048 (Fedus et al. 2021, arXiv
+#: 2101.03961), DeepSeek-V3 256, Qwen3-235B 128. 8x Switch-C. (Product-key "million expert"
+#: layers (PEER, arXiv 2407.04202) use single-neuron experts, outside this per-expert GEMM model.)
+MAX_EXPERTS = 16_384
+#: Experts each token picks. Largest real: 8 (DeepSeek-V3, Qwen3), 32x headroom.
+MAX_TOP_K = 256
+#: Shared (always active) experts: DeepSeek-V2/V3 1-2, Qwen2-MoE 1 of 4x size; 16x headroom.
+MAX_SHARED_EXPERTS = 64
+#: Model width. Largest real: 18432 (PaLM-540B), 16384 (Llama-3.1-405B), 7168 (DeepSeek-V3).
+MAX_HIDDEN = 131_072
+#: Intermediate size of one expert (or shared expert). Largest real dense FFN: 73728 (PaLM-540B);
+#: expert FFNs are smaller (Mixtral 14336, DeepSeek-V3 2048).
+MAX_FFN = 262_144
+#: Decoder layers of each kind. Largest real: 126 (Llama-3.1-405B), 118 (PaLM), 61 (DeepSeek-V3).
+MAX_LAYERS = 1_024
+#: Tokens per device entering the layer. Largest sensible: a 1M-token prefill on one device
+#: (Llama-4 Scout's 10M context is served chunked); 64x headroom over 1M.
+MAX_TOKENS = 1 << 26
+#: Expert-parallel devices. Largest real: DeepSeek-V3 decode on 320 GPUs (EP320); GB200 NVL72
+#: racks joined to a few thousand. One device per expert slot at most in any case.
+MAX_EP = 16_384
+#: Redundant expert slots of ``replicated:R`` (EPLB uses 32 for 256 experts): one per expert.
+MAX_REDUNDANT_SLOTS = MAX_EXPERTS
+#: Routing seed: numpy int64 columns carry it through predict_many.
+MAX_SEED = (1 << 63) - 1
+#: Zipf exponent / log-normal sigma of a routing spec. Fitted to real traces they are below 3;
+#: at 20 the hottest expert already takes > 99.9999 % of a Zipf's mass, and beyond ~700 the
+#: shares underflow to 0 in float64 (which would turn q into NaN).
+MAX_ROUTING_SKEW = 20.0
+#: A capacity factor above experts / top_k never drops; 1024 is beyond every real model's.
+MAX_CAPACITY_FACTOR = 1_024.0
+#: Characters of a routing spec: a ``probs:`` list of MAX_EXPERTS values at ~24 chars each.
+MAX_ROUTING_SPEC_CHARS = 32 * MAX_EXPERTS
+
+#: YAML/JSON inputs a person writes (scenarios, profiles, models, HF config.json, placements):
+#: the largest shipped file is ~10 KB, a placement of MAX_EXPERTS experts ~100 KB.
+MAX_CONFIG_FILE_BYTES = 16 << 20
+#: Values of a YAML document once its aliases are expanded: the largest shipped file has ~500;
+#: a sweep list of 1e6 explicit values is a 10 MB file. Stops "billion laughs" alias bombs.
+MAX_YAML_NODES = 2_000_000
+#: Nesting depth of a YAML/JSON input: shipped files nest 5 deep.
+MAX_NESTING = 64
+#: Routing trace files (``.npz``/``.npy`` ids, decompressed): a 16M-token, top-8 trace in int32
+#: is 512 MiB; statistics need ~1e6 tokens. Text traces parse at ~8x their size in memory.
+MAX_TRACE_BYTES = 512 << 20
+MAX_TEXT_TRACE_BYTES = 64 << 20
+
+#: Rows of a scenario's grid (a typo'd range should not fill the disk).
+MAX_SWEEP_POINTS = 5_000_000
+#: Cells of the per-row x per-expert-slot arrays one predict_many call allocates (float64): about
+#: a dozen such arrays live at once, so 2e7 cells keep a call under ~2 GB.
+MAX_PREDICT_CELLS = 20_000_000
+
+#: Hardware profile ranges. Bandwidths: 1 kB/s to 1 PB/s (HBM3e: 8e12 B/s, NVL72 switch
+#: 1.8e12); peaks: 1e6 to 1e19 FLOP/s (B200 dense FP4: 9e15); capacities: 1 MB to 1 PB;
+#: latencies and launch overheads: at most 1 s. Outside them a time overflows or means nothing.
+BANDWIDTH_RANGE_BYTES_PER_S = (1e3, 1e15)
+PEAK_FLOPS_RANGE = (1e6, 1e19)
+CAPACITY_RANGE_BYTES = (1e6, 1e15)
+MAX_LATENCY_S = 1.0
+MAX_COMPUTE_UNITS = 1_000_000
+MAX_GEMM_TILE = 65_536
+MAX_DOMAIN_SIZE = 1_000_000
+
+
+def _show(value) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{value}"
+
+
+def limit_error(what: str, value, limit, name: str) -> str:
+    """The message for a value beyond a limit: what, the value, the limit and where it is set."""
+    return (f"{what} {_show(value)} exceeds the limit of {_show(limit)} "
+            f"(moesim.config.limits.{name}: beyond any real model or run)")
