@@ -96,9 +96,57 @@ def _check_columns(df: pd.DataFrame) -> None:
 
 
 def _check_run_values(df: pd.DataFrame) -> None:
-    cols = list(RUN_FIELDS)
-    for _, row in df[cols].drop_duplicates().iterrows():
-        validate_run({c: _py(row[c]) for c in cols})
+    """Every run column is valid, checked a column at a time without a Python loop over rows:
+    RunConfig's checks are per field and interval-shaped, so a numeric column is valid when its
+    minimum, maximum and any NaN or non-integral value are; other columns by distinct value."""
+    for col in RUN_FIELDS:
+        for value in _representatives(df[col], integral=col != "capacity_factor"):
+            validate_run({"tokens": 1, col: _py(value)})
+
+
+def _representatives(column: pd.Series, integral: bool) -> list:
+    """The values of ``column`` whose validity implies that of all the others."""
+    if len(column) == 0:
+        return []
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        try:
+            return list(pd.unique(column.to_numpy(dtype=object)))
+        except TypeError:  # unhashable cells (lists): each is an error, the first will do
+            return [column.iloc[0]]
+    values = column.to_numpy()
+    if values.dtype.kind != "f":
+        return [values.min(), values.max()]
+    finite = values[np.isfinite(values)]
+    bad = ~np.isfinite(values)
+    if integral:
+        bad |= values != np.round(values)
+    return ([finite.min(), finite.max()] if finite.size else []) + list(values[bad][:1])
+
+
+def row_cells(df: pd.DataFrame, experts) -> np.ndarray:
+    """Per row, the width of its [rows, expert slots + devices] arrays: experts, the redundant
+    slots of ``replicated:R`` (R = ep when omitted) and ep."""
+    ep = np.asarray(df["ep"], dtype=float) if "ep" in df.columns else np.ones(len(df))
+    place = df["placement"].astype(str) if "placement" in df.columns else \
+        pd.Series("contiguous", index=df.index)
+    arg = place.str.partition(":")[2]
+    redundant = np.where(place.str.startswith("replicated"),
+                         pd.to_numeric(arg.where(arg != ""), errors="coerce").fillna(
+                             pd.Series(ep, index=df.index)), 0.0)
+    return np.asarray(experts, dtype=float) + redundant + ep
+
+
+def _check_size(df: pd.DataFrame, columns: dict) -> None:
+    """Refuse a call whose [rows, expert slots] arrays would not fit (limits.MAX_PREDICT_CELLS)."""
+    from moesim.config.limits import MAX_PREDICT_CELLS
+
+    cells = float(row_cells(df, columns["experts"]).sum())
+    if cells > MAX_PREDICT_CELLS:
+        per_row = cells / len(df)
+        raise ConfigError(f"{len(df):,} rows x {per_row:,.0f} expert slots need about "
+                          f"{cells * 50 / 1e9:.1f} GB (limits.MAX_PREDICT_CELLS = "
+                          f"{MAX_PREDICT_CELLS:,} cells); split the frame into chunks of at most "
+                          f"{int(MAX_PREDICT_CELLS // per_row):,} rows", field="experts")
 
 
 def predict_many(df: pd.DataFrame) -> pd.DataFrame:
@@ -113,12 +161,16 @@ def predict_many(df: pd.DataFrame) -> pd.DataFrame:
         if key not in df.columns:
             df[key] = value
     _check_run_values(df)
+    if df.empty:
+        return df.assign(**{name: pd.Series(dtype=object if kind == "str" else float)
+                            for name, kind in OUTPUT_COLUMNS.items()})
     return _predict_rows(df)
 
 
 def _predict_rows(df: pd.DataFrame) -> pd.DataFrame:
     """predict_many after validation of the run columns."""
     columns = _resolve_models(df)
+    _check_size(df, columns)
     for key in RUN_FIELDS + ("hardware",):
         numeric = pd.api.types.is_numeric_dtype(df[key]) or pd.api.types.is_bool_dtype(df[key])
         columns[key] = df[key].to_numpy() if numeric else df[key].to_numpy(dtype=object)
@@ -309,9 +361,11 @@ def _predict_injected(model, hardware, tokens, injected: dict, mode, samples, ov
         if "routing" in keys:
             q = injected["routing"]
             moe = load_model(model, **{k: v for k, v in overrides.items() if k in MODEL_FIELDS})
-            if q.shape != (moe.experts,) or abs(q.sum() - moe.top_k) > 1e-6 * moe.top_k:
-                raise ConfigError(f"q must have one value per expert ({moe.experts}) summing to "
-                                  f"top_k ({moe.top_k})", field="q")
+            if q.shape != (moe.experts,) or not (np.isfinite(q).all() and q.min() >= 0
+                                                  and q.max() <= 1) \
+                    or abs(q.sum() - moe.top_k) > 1e-6 * moe.top_k:
+                raise ConfigError(f"q must have one value in [0, 1] per expert ({moe.experts}) "
+                                  f"summing to top_k ({moe.top_k})", field="q")
         if "placement" in keys:
             overrides["ep"] = injected["placement"].num_devices
         row_over = dict(overrides, **keys)

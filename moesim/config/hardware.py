@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from moesim.config.dtypes import DTYPE_BYTES
 from moesim.config.errors import ConfigError, unknown
+from moesim.config.limits import (BANDWIDTH_RANGE_BYTES_PER_S, CAPACITY_RANGE_BYTES,
+                                  MAX_COMPUTE_UNITS, MAX_DOMAIN_SIZE, MAX_GEMM_TILE, MAX_LATENCY_S,
+                                  PEAK_FLOPS_RANGE)
 from moesim.config.yamlio import LocatedYaml, load_yaml, pydantic_error
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
@@ -24,17 +27,20 @@ Basis = Literal["datasheet", "measured", "assumption"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Compute(_Frozen):
     """Compute units and dense (no sparsity) peak FLOP/s per dtype."""
 
-    units: int = Field(gt=0, description="SMs (NVIDIA), CUs (AMD) or cores (CPU)")
+    units: int = Field(gt=0, le=MAX_COMPUTE_UNITS,
+                       description="SMs (NVIDIA), CUs (AMD) or cores (CPU)")
     peak_flops_per_s: dict[str, float]
-    gemm_tile_m: int = Field(128, gt=0, description="GEMM output tile rows (tokens)")
-    gemm_tile_n: int = Field(128, gt=0, description="GEMM output tile columns")
-    launch_overhead_s: float = Field(ge=0, description="fixed cost of one kernel launch")
+    gemm_tile_m: int = Field(128, gt=0, le=MAX_GEMM_TILE,
+                             description="GEMM output tile rows (tokens)")
+    gemm_tile_n: int = Field(128, gt=0, le=MAX_GEMM_TILE, description="GEMM output tile columns")
+    launch_overhead_s: float = Field(ge=0, le=MAX_LATENCY_S,
+                                     description="fixed cost of one kernel launch")
     grouped_gemm: bool = Field(True, description="expert GEMMs run as one grouped kernel "
                                "(else one kernel per expert with tokens)")
     comm_overlap_fraction: float = Field(1.0, ge=0.0, le=1.0, description=(
@@ -51,26 +57,43 @@ class Compute(_Frozen):
         for name, peak in value.items():
             if name not in DTYPE_BYTES:
                 raise ValueError(unknown("dtype", name, DTYPE_BYTES))
-            if not peak > 0:
-                raise ValueError(f"peak for {name} must be > 0, got {peak}")
+            if not PEAK_FLOPS_RANGE[0] <= peak <= PEAK_FLOPS_RANGE[1]:
+                raise ValueError(f"peak for {name} must be in [{PEAK_FLOPS_RANGE[0]:g}, "
+                                 f"{PEAK_FLOPS_RANGE[1]:g}] FLOP/s (limits.PEAK_FLOPS_RANGE), "
+                                 f"got {peak}")
         return value
 
 
+def _at_least(value: float, field: str) -> float:
+    """Lower bounds of limits.*_RANGE_*: below them a transfer time overflows to inf."""
+    low = CAPACITY_RANGE_BYTES[0] if field == "capacity_bytes" else BANDWIDTH_RANGE_BYTES_PER_S[0]
+    if value < low:
+        raise ValueError(f"must be at least {low:g} (moesim.config.limits), got {value}")
+    return value
+
+
 class Memory(_Frozen):
-    capacity_bytes: float = Field(gt=0)
-    bandwidth_bytes_per_s: float = Field(gt=0)
-    l2_bytes: float = Field(ge=0)
+    capacity_bytes: float = Field(gt=0, le=CAPACITY_RANGE_BYTES[1])
+    bandwidth_bytes_per_s: float = Field(gt=0, le=BANDWIDTH_RANGE_BYTES_PER_S[1])
+    l2_bytes: float = Field(ge=0, le=CAPACITY_RANGE_BYTES[1])
+
+    _floor = field_validator("capacity_bytes", "bandwidth_bytes_per_s")(
+        classmethod(lambda cls, v, info: _at_least(v, info.field_name)))
 
 
 class Link(_Frozen):
     """One link class seen from one device: unidirectional bandwidth and one-way latency."""
 
-    bandwidth_bytes_per_s: float = Field(gt=0)
-    latency_s: float = Field(ge=0)
+    bandwidth_bytes_per_s: float = Field(gt=0, le=BANDWIDTH_RANGE_BYTES_PER_S[1])
+    latency_s: float = Field(ge=0, le=MAX_LATENCY_S)
+
+    _floor = field_validator("bandwidth_bytes_per_s")(
+        classmethod(lambda cls, v, info: _at_least(v, info.field_name)))
 
 
 class ScaleUp(Link):
-    domain_size: int = Field(gt=0, description="devices per NVLink/xGMI domain (a 'node')")
+    domain_size: int = Field(gt=0, le=MAX_DOMAIN_SIZE,
+                             description="devices per NVLink/xGMI domain (a 'node')")
 
 
 class Efficiency(_Frozen):

@@ -56,8 +56,9 @@ MAX_TEXT_TRACE_BYTES = 64 << 20
 
 #: Rows of a scenario's grid (a typo'd range should not fill the disk).
 MAX_SWEEP_POINTS = 5_000_000
-#: Cells of the per-row x per-expert-slot arrays one predict_many call allocates (float64): about
-#: a dozen such arrays live at once, so 2e7 cells keep a call under ~2 GB.
+#: Cells (rows x expert slots) of one predict_many call. Measured: ~50 bytes per cell at peak
+#: (2000 rows x 8192 experts, two-batch overlap: 790 MB), so 2e7 cells stay near 1 GB;
+#: ``moesim run`` sizes its chunks to fit.
 MAX_PREDICT_CELLS = 20_000_000
 
 #: Hardware profile ranges. Bandwidths: 1 kB/s to 1 PB/s (HBM3e: 8e12 B/s, NVL72 switch
@@ -70,6 +71,34 @@ MAX_LATENCY_S = 1.0
 MAX_COMPUTE_UNITS = 1_000_000
 MAX_GEMM_TILE = 65_536
 MAX_DOMAIN_SIZE = 1_000_000
+
+
+#: Integer fields of models and runs -> (limit, its name here), checked by their validators.
+FIELD_LIMITS = {
+    "experts": (MAX_EXPERTS, "MAX_EXPERTS"), "num_groups": (MAX_EXPERTS, "MAX_EXPERTS"),
+    "topk_groups": (MAX_EXPERTS, "MAX_EXPERTS"), "top_k": (MAX_TOP_K, "MAX_TOP_K"),
+    "shared_experts": (MAX_SHARED_EXPERTS, "MAX_SHARED_EXPERTS"),
+    "hidden": (MAX_HIDDEN, "MAX_HIDDEN"), "expert_ffn": (MAX_FFN, "MAX_FFN"),
+    "shared_expert_ffn": (MAX_FFN, "MAX_FFN"), "moe_layers": (MAX_LAYERS, "MAX_LAYERS"),
+    "dense_layers": (MAX_LAYERS, "MAX_LAYERS"), "tokens": (MAX_TOKENS, "MAX_TOKENS"),
+    "ep": (MAX_EP, "MAX_EP"), "seed": (MAX_SEED, "MAX_SEED"),
+    "capacity_factor": (MAX_CAPACITY_FACTOR, "MAX_CAPACITY_FACTOR"),
+}
+
+
+def not_bool(value, field: str):
+    """Pydantic takes ``true`` for 1: refuse it for a number (a pydantic before-validator)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value}")
+    return value
+
+
+def bounded(value, field: str):
+    """``value`` if within FIELD_LIMITS[field], else a ValueError naming the limit."""
+    limit, name = FIELD_LIMITS[field]
+    if value > limit:
+        raise ValueError(limit_error(field, value, limit, name))
+    return value
 
 
 def _show(value) -> str:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from moesim.config.dtypes import DTYPE_BYTES
 from moesim.config.errors import ConfigError, unknown
+from moesim.config.limits import bounded, not_bool
 from moesim.config.yamlio import load_yaml, pydantic_error
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets" / "models"
@@ -17,6 +18,9 @@ MODEL_FIELDS = ("hidden", "expert_ffn", "experts", "top_k", "shared_experts", "s
                 "gated", "router", "num_groups", "topk_groups", "moe_layers", "dense_layers",
                 "weight_dtype", "compute_dtype", "activation_dtype", "dispatch_dtype",
                 "combine_dtype")
+#: Integer size fields, bounded by :data:`moesim.config.limits.FIELD_LIMITS`.
+SIZE_FIELDS = ("hidden", "expert_ffn", "experts", "top_k", "shared_experts", "shared_expert_ffn",
+               "num_groups", "topk_groups", "moe_layers", "dense_layers")
 
 
 class MoEModel(BaseModel):
@@ -58,6 +62,16 @@ class MoEModel(BaseModel):
         if value is not None and value not in DTYPE_BYTES:
             raise ValueError(unknown("dtype", value, DTYPE_BYTES))
         return value
+
+    @field_validator(*SIZE_FIELDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value, info):
+        return not_bool(value, info.field_name)
+
+    @field_validator(*SIZE_FIELDS)
+    @classmethod
+    def _bounded(cls, value: int, info) -> int:
+        return bounded(value, info.field_name)
 
     @model_validator(mode="after")
     def _consistent(self) -> "MoEModel":

@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moesim.config.errors import ConfigError
+from moesim.config.limits import (MAX_REDUNDANT_SLOTS, MAX_ROUTING_SPEC_CHARS, bounded,
+                                  limit_error, not_bool)
 from moesim.config.yamlio import pydantic_error
 
 #: Run fields users may set (YAML, Python overrides, sweeps).
@@ -26,15 +28,37 @@ class RunConfig(BaseModel):
     overlap: Literal["none", "shared", "two-batch"] = "none"
     a2a_kernel: Literal["per-expert", "all-to-all-v", "per-device", "hierarchical",
                         "padded"] = "per-expert"
-    capacity_factor: float = Field(1.0, gt=0)
+    capacity_factor: float = Field(1.0, gt=0, allow_inf_nan=False)
     drop_tokens: bool = False  # drop assignments beyond expert capacity (else dropless)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+
+    @field_validator("tokens", "ep", "seed", "capacity_factor", mode="before")
+    @classmethod
+    def _not_bool(cls, value, info):
+        return not_bool(value, info.field_name)
+
+    @field_validator("tokens", "ep", "seed", "capacity_factor")
+    @classmethod
+    def _bounded(cls, value, info):
+        return bounded(value, info.field_name)
+
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, value: str) -> str:
+        kind, _, arg = value.partition(":")
+        if kind == "replicated" and arg.strip().isdigit() and int(arg) > MAX_REDUNDANT_SLOTS:
+            raise ValueError(limit_error("redundant slots", int(arg), MAX_REDUNDANT_SLOTS,
+                                         "MAX_REDUNDANT_SLOTS"))
+        return value
 
     @field_validator("routing")
     @classmethod
     def _routing(cls, value: str) -> str:
         from moesim.core.routing import parse_routing
 
+        if len(value) > MAX_ROUTING_SPEC_CHARS:
+            raise ValueError(limit_error("routing spec length", len(value),
+                                         MAX_ROUTING_SPEC_CHARS, "MAX_ROUTING_SPEC_CHARS"))
         try:
             parse_routing(value)
         except ConfigError as exc:

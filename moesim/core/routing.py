@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import norm
 
 from moesim.config.errors import ConfigError
+from moesim.config.limits import MAX_EXPERTS, MAX_ROUTING_SKEW, limit_error
 
 ROUTING_KINDS = ("uniform", "zipf", "lognormal", "probs", "trace")
 
@@ -61,17 +62,22 @@ def parse_routing(spec: str) -> Routing:
             s = float(arg)
         except ValueError:
             raise ConfigError(f"bad {what} in '{text}'; {expected}", field="routing") from None
-        if s < 0 or (kind == "lognormal" and not np.isfinite(s)):
-            finite = " and finite" if kind == "lognormal" else ""
-            raise ConfigError(f"{what} must be >= 0{finite}, got {s}", field="routing")
+        if not 0 <= s <= MAX_ROUTING_SKEW:  # also refuses nan
+            raise ConfigError(f"{what} must be in [0, {MAX_ROUTING_SKEW:g}] (limits."
+                              f"MAX_ROUTING_SKEW: beyond it shares underflow), got {s}",
+                              field="routing")
         return Routing(kind, param=s)
     if kind == "probs":
+        if arg.count(",") >= MAX_EXPERTS:
+            raise ConfigError(limit_error("probs values", arg.count(",") + 1, MAX_EXPERTS,
+                                          "MAX_EXPERTS"), field="routing")
         try:
             values = tuple(float(v) for v in arg.split(","))
         except ValueError:
             raise ConfigError(f"bad probabilities in '{text}'; {expected}", field="routing") from None
-        if any(v < 0 for v in values) or sum(values) <= 0:
-            raise ConfigError("probabilities must be >= 0 with a positive sum", field="routing")
+        if not all(0 <= v < np.inf for v in values) or not 0 < sum(values) < np.inf:
+            raise ConfigError("probabilities must be finite and >= 0 with a positive, finite "
+                              "sum", field="routing")
         return Routing("probs", values=values)
     if kind == "trace" and arg:
         return Routing("trace", path=arg)

@@ -6,6 +6,7 @@ import importlib
 import itertools
 from pathlib import Path
 
+import pandas as pd
 from pydantic import ValidationError
 
 from moesim.config import MODEL_FIELDS, ConfigError, load_model, load_profile
@@ -31,13 +32,13 @@ def resolve(spec: ScenarioFile, doc: LocatedYaml, text: str, path: Path | None) 
     scenario = Scenario(spec=spec, doc=doc, text=text, path=path, model_ref=model_ref,
                         model_fields=model_fields, model=model, run=run, hardware=hardware,
                         axes=axes)
+    if scenario.points() > MAX_POINTS:
+        raise doc.error(f"the sweep has {scenario.points():,} rows; the limit is {MAX_POINTS:,}",
+                        ("sweep",))
     _check_conflicts(scenario)
     _check_run_values(scenario)
     _check_models(scenario)
     _check_placements(scenario)
-    if scenario.points() > MAX_POINTS:
-        raise doc.error(f"the sweep has {scenario.points():,} rows; the limit is {MAX_POINTS:,}",
-                        ("sweep",))
     if spec.mode != "predict":
         measurement_hook(doc)
     return scenario
@@ -141,12 +142,20 @@ def _check_conflicts(sc: Scenario) -> None:
 
 
 def _check_run_values(sc: Scenario) -> None:
+    """Every swept run value is valid: per field, the values that stand for the others (run
+    checks are per field and interval-shaped; see predict._representatives)."""
+    from moesim.predict import _representatives
+
     base = {"tokens": 1, **sc.run}
     for axis in sc.axes:
-        for i, values in enumerate(axis.values):
-            run = {f: v for f, v in zip(axis.fields, values) if f in RUN_FIELDS}
-            if run:
-                _run_ok({**base, **run}, sc.doc, axis, i)
+        for j, name in enumerate(axis.fields):
+            if name not in RUN_FIELDS:
+                continue
+            column = pd.Series([v[j] for v in axis.values])
+            for value in _representatives(column, integral=name != "capacity_factor"):
+                i = next(i for i, v in enumerate(axis.values) if v[j] is value or v[j] == value
+                         or (v[j] != v[j] and value != value))
+                _run_ok({**base, name: axis.values[i][j]}, sc.doc, axis, i)
     for i, hw in enumerate(sc.hardware):
         run = {k: v for k, v in hw.overrides.items() if k in RUN_FIELDS}
         _run_ok({**base, **run}, sc.doc, None, ("hardware", i, "overrides"))

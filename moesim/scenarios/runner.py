@@ -1,7 +1,8 @@
 """``run_scenario``: expand the grid, evaluate it in chunks with ``predict_many`` (progress bar),
 then write the table (CSV, Parquet), the scenario, ``metadata.json`` and ``report.html``.
 
-Every file is written atomically: an interrupted run leaves the previous files intact.
+The files are written into a staging folder and published as a whole (``io.publish_folder``):
+an interrupted or failing run leaves the previous folder intact, never a mix of two runs.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from moesim.config import ConfigError
-from moesim.predict import SIGNATURE, predict_many
+from moesim.config.limits import MAX_PREDICT_CELLS
+from moesim.predict import SIGNATURE, predict_many, row_cells
 from moesim.scenarios import io
 from moesim.scenarios.checks import measurement_hook
 from moesim.scenarios.metadata import build_metadata
@@ -37,6 +39,9 @@ def evaluate(configs: pd.DataFrame, chunk_rows: int = 25_000, progress: bool | N
     Rows are sorted by the routing/placement signature first, so each chunk holds few groups.
     ``progress``: True shows a bar, False hides it, None shows it on a terminal only.
     """
+    if "experts" in configs.columns and len(configs):  # keep each call within MAX_PREDICT_CELLS
+        widest = float(row_cells(configs, configs["experts"]).max())
+        chunk_rows = max(1, min(chunk_rows, int(MAX_PREDICT_CELLS // widest)))
     keys = [k for k in SIGNATURE if k in configs.columns]
     order = configs.sort_values(keys, kind="stable").index if keys else configs.index
     ordered = configs.loc[order]
@@ -77,8 +82,23 @@ def run_scenario(scenario, out_dir: str | Path | None = None, command: str | Non
     return result
 
 
+#: Files a run writes: replaced as a set. ``measurement.json`` is the measurement hook's; a
+#: predict-only run drops an old one rather than leave it beside new results.
+RUN_FILES = {"results.csv", "results.parquet", "scenario.yaml", "metadata.json", "report.html",
+             "measurement.json"}
+
+
 def _write(scenario, result: RunResult, command: str | None, start: float) -> None:
-    out, table, outputs, files = result.out_dir, result.table, scenario.outputs, result.files
+    """Write the run's files into a staging folder, then publish it over ``out`` whole."""
+    replaces = RUN_FILES if scenario.mode == "predict" else RUN_FILES - {"measurement.json"}
+    io.publish_folder(result.out_dir, lambda stage: _write_files(scenario, result, command,
+                                                                 start, stage), replaces)
+    result.files = {k: result.out_dir / p.name for k, p in result.files.items()}
+
+
+def _write_files(scenario, result: RunResult, command: str | None, start: float,
+                 out: Path) -> None:
+    table, outputs, files = result.table, scenario.outputs, result.files
     mark = time.perf_counter()
     if outputs.csv:
         files["csv"] = io.write_csv(out / "results.csv", table)

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from moesim.config import MODEL_FIELDS
 from moesim.config.errors import unknown
+from moesim.config.limits import MAX_SWEEP_POINTS
 from moesim.config.run import RUN_FIELDS
 from moesim.config.yamlio import LocatedYaml
 from moesim.predict import RUN_DEFAULTS
 
 SWEEP_FIELDS = MODEL_FIELDS + RUN_FIELDS
 RANGE_KEYS = {"start", "stop", "step", "num", "scale"}
-#: Refuse grids beyond this many rows: a typo'd range should not fill the disk.
-MAX_POINTS = 5_000_000
+MAX_POINTS = MAX_SWEEP_POINTS  # see moesim.config.limits
 
 
 @dataclass(frozen=True)
@@ -107,33 +109,53 @@ def _values(value, doc: LocatedYaml, path: tuple, distinct: bool = True) -> list
     return list(value)
 
 
+def _number(spec: dict, key: str, doc: LocatedYaml, path: tuple):
+    """``spec[key]`` if it is a finite number (not a bool), else a located ConfigError."""
+    value = spec[key]
+    try:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        ok = False
+    if not ok:
+        raise doc.error(f"range '{key}' must be a finite number, got {value!r}", path + (key,))
+    return value
+
+
 def _range(spec: dict, doc: LocatedYaml, path: tuple) -> list:
+    """Values of ``{start, stop, step}`` (inclusive) or ``{start, stop, num, scale}``; the count
+    is checked against MAX_POINTS before anything is built."""
     bad = set(spec) - RANGE_KEYS
     if bad:
         raise doc.error(unknown("range key", sorted(bad)[0], RANGE_KEYS), path + (sorted(bad)[0],))
-    try:
-        start, stop = spec["start"], spec["stop"]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, stop)):
-            raise TypeError
-    except (KeyError, TypeError):
-        raise doc.error("a range needs numeric 'start' and 'stop'", path) from None
-    integral = all(isinstance(v, int) for v in (start, stop, spec.get("step", 1)))
-    if ("step" in spec) == ("num" in spec) or spec.get("step", 1) <= 0 or spec.get("num", 1) < 1:
+    if "start" not in spec or "stop" not in spec:
+        raise doc.error("a range needs numeric 'start' and 'stop'", path)
+    start, stop = _number(spec, "start", doc, path), _number(spec, "stop", doc, path)
+    if ("step" in spec) == ("num" in spec):
         raise doc.error("a range needs exactly one of 'step' (> 0) or 'num' (>= 1)", path)
+    key = "step" if "step" in spec else "num"
+    size = _number(spec, key, doc, path)
+    if size <= 0 or (key == "num" and (size != int(size) or size < 1)):
+        raise doc.error("a range needs exactly one of 'step' (> 0) or 'num' (>= 1, whole)",
+                        path + (key,))
     if stop < start:
         raise doc.error(f"range stop ({stop}) < start ({start})", path)
-    if "step" in spec:
-        vals = np.arange(start, stop + spec["step"] * 1e-9, spec["step"])
-    elif spec.get("scale", "linear") == "log":
+    count = int(size) if key == "num" else (stop - start) / size + 1
+    if count > MAX_POINTS:
+        raise doc.error(f"the range has {count:,.0f} values; the limit is {MAX_POINTS:,} "
+                        "(limits.MAX_SWEEP_POINTS)", path)
+    scale = spec.get("scale", "linear")
+    if scale not in ("linear", "log"):
+        raise doc.error(f"unknown scale {scale!r}; expected 'linear' or 'log'", path + ("scale",))
+    if key == "step":
+        vals = np.arange(start, stop + size * 1e-9, size)
+    elif scale == "log":
         if start <= 0:
             raise doc.error("a log range needs start > 0", path + ("start",))
-        vals = np.geomspace(start, stop, int(spec["num"]))
-    elif spec.get("scale", "linear") == "linear":
-        vals = np.linspace(start, stop, int(spec["num"]))
+        vals = np.geomspace(start, stop, int(size))
     else:
-        raise doc.error(f"unknown scale '{spec['scale']}'; expected 'linear' or 'log'",
-                        path + ("scale",))
-    if integral:
+        vals = np.linspace(start, stop, int(size))
+    if all(isinstance(v, int) for v in (start, stop, spec.get("step", 1))):
         return list(dict.fromkeys(int(round(v)) for v in vals))
     return [float(v) for v in vals]
 
