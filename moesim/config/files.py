@@ -15,12 +15,12 @@ from moesim.config.limits import MAX_CONFIG_FILE_BYTES, MAX_NESTING, limit_error
 
 
 def checked_size(path: str | Path, max_bytes: int, limit_name: str,
-                 field: str | None = None) -> int:
+                 field: str | None = None, what: str = "file") -> int:
     """Size in bytes of ``path`` after checking it is a regular file of at most ``max_bytes``."""
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise ConfigError(f"cannot read file: {exc.strerror}", file=str(path),
+        raise ConfigError(f"cannot read {what}: {exc.strerror}", file=str(path),
                           field=field) from None
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError("not a regular file (a device, pipe or folder); expected a file",

@@ -21,7 +21,9 @@ import numpy as np
 from scipy.stats import norm
 
 from moesim.config.errors import ConfigError
-from moesim.config.limits import MAX_EXPERTS, MAX_ROUTING_SKEW, limit_error
+from moesim.config.files import checked_size
+from moesim.config.limits import (MAX_EXPERTS, MAX_ROUTING_SKEW, MAX_TEXT_TRACE_BYTES,
+                                  MAX_TRACE_BYTES, limit_error)
 
 ROUTING_KINDS = ("uniform", "zipf", "lognormal", "probs", "trace")
 
@@ -63,8 +65,8 @@ def parse_routing(spec: str) -> Routing:
         except ValueError:
             raise ConfigError(f"bad {what} in '{text}'; {expected}", field="routing") from None
         if not 0 <= s <= MAX_ROUTING_SKEW:  # also refuses nan
-            raise ConfigError(f"{what} must be in [0, {MAX_ROUTING_SKEW:g}] (limits."
-                              f"MAX_ROUTING_SKEW: beyond it shares underflow), got {s}",
+            raise ConfigError(f"{what} must be >= 0 and finite, at most {MAX_ROUTING_SKEW:g} "
+                              f"(limits.MAX_ROUTING_SKEW: beyond it shares underflow), got {s}",
                               field="routing")
         return Routing(kind, param=s)
     if kind == "probs":
@@ -99,12 +101,15 @@ def load_trace(path: str | Path) -> np.ndarray:
         raise ConfigError(f"'@{layer}' selects a layer of an .npz trace; expected "
                           "'trace:FILE.npz@LAYER'", file=file, field="routing")
     path = Path(path)
+    text = path.suffix != ".npy"
+    checked_size(path, MAX_TEXT_TRACE_BYTES if text else MAX_TRACE_BYTES,
+                 "MAX_TEXT_TRACE_BYTES" if text else "MAX_TRACE_BYTES", "routing", "trace")
     try:
         if path.suffix == ".npy":
             ids = np.load(path, allow_pickle=False)
         else:
             ids = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read trace: {exc}", file=str(path), field="routing") from None
     if ids.ndim != 2 or ids.size == 0:
         raise ConfigError(f"trace must be a 2-D table [num_tokens, top_k], got shape {ids.shape}",

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from moesim.config.errors import ConfigError
+from moesim.config.files import checked_size
+from moesim.config.limits import MAX_TRACE_BYTES, limit_error
 
 FORMAT = "moesim-trace"
 FORMAT_VERSION = 1
@@ -98,6 +100,8 @@ def read_trace(path: str | Path) -> Trace:
     """Load and validate a trace file; anything unexpected is a ConfigError naming the file."""
     path = Path(path)
     name = str(path)
+    checked_size(path, MAX_TRACE_BYTES, "MAX_TRACE_BYTES", "routing", "trace")
+    _check_unpacked_size(path)
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -130,6 +134,31 @@ def read_trace(path: str | Path) -> Trace:
     trace = Trace(ids, {int(L): arrays[f"weights_{L}"] for L in meta["layers"]}, meta)
     _check(trace, name)
     return trace
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """Refuse an archive whose arrays, once decompressed, exceed MAX_TRACE_BYTES (a 1 MB .npz
+    can hold 1 GB of zeros): read from each member's .npy header before loading anything."""
+    total = 0
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # np.load says what it is
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                with archive.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0,
+                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read is None:
+                        continue  # np.load refuses what it cannot read
+                    shape, _, dtype = read(f)
+                total += int(np.prod(shape, dtype=float)) * dtype.itemsize
+    except (OSError, ValueError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise ConfigError(f"cannot read trace: {exc}; expected an .npz written by "
+                          "'moesim trace record'", file=str(path), field="routing") from None
+    if total > MAX_TRACE_BYTES:
+        raise ConfigError(limit_error("decompressed trace size (bytes)", total, MAX_TRACE_BYTES,
+                                      "MAX_TRACE_BYTES"), file=str(path), field="routing")
 
 
 def _check(trace: Trace, name: str) -> None:
