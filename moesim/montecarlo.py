@@ -17,12 +17,16 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
     takes a window of the routing trace (``loads.trace_loads``); the
     result's ``time_s`` and breakdown are sample means, ``extra`` holds p50/p99/std.
     """
-    from moesim.predict import SIGNATURE, _group_setup, _layer_rows, device_params
+    from moesim.config import ConfigError
+    from moesim.config.limits import MAX_PREDICT_CELLS
+    from moesim.predict import SIGNATURE, _group_setup, _layer_rows, device_params, row_cells
 
-    if samples < 2:
-        from moesim.config import ConfigError
-
-        raise ConfigError(f"samples must be >= 2, got {samples}", field="samples")
+    if not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2:
+        raise ConfigError(f"samples must be an integer >= 2, got {samples!r}", field="samples")
+    most = int(MAX_PREDICT_CELLS // row_cells(frame, frame["experts"])[0])
+    if samples > most:
+        raise ConfigError(f"{samples:,} samples exceed the limit of {most:,} for this model "
+                          "(limits.MAX_PREDICT_CELLS: samples x expert slots)", field="samples")
     row = frame.iloc[0]
     sig = {k: row[k] for k in SIGNATURE}
     hw_, q, place, copies = _group_setup(sig)

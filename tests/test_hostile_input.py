@@ -212,6 +212,12 @@ def test_outputs_finite_and_non_negative_at_the_limits():
     assert np.isfinite(values).all() and (values >= 0).all()
 
 
+@pytest.mark.parametrize("samples", [10 ** 9, 2.5, True, "100"])
+def test_montecarlo_samples_are_checked(samples):
+    with pytest.raises(ConfigError, match="samples"):
+        predict("mixtral-8x7b", "h100-sxm", 16, mode="montecarlo", samples=samples)
+
+
 # --- predict_many --------------------------------------------------------------------------------
 
 def test_predict_many_empty_frame_with_columns():
