@@ -106,16 +106,16 @@ def _check_run_values(df: pd.DataFrame) -> None:
 
 def _representatives(column: pd.Series, integral: bool) -> list:
     """The values of ``column`` whose validity implies that of all the others."""
-    if len(column) == 0:
-        return []
-    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
-        try:
-            return list(pd.unique(column.to_numpy(dtype=object)))
-        except TypeError:  # unhashable cells (lists): each is an error, the first will do
-            return [column.iloc[0]]
     values = column.to_numpy()
-    if values.dtype.kind != "f":
+    if len(values) == 0:
+        return []
+    if values.dtype.kind in "iu":
         return [values.min(), values.max()]
+    if values.dtype.kind != "f":  # strings, bools, mixed objects, nullable columns
+        try:
+            return list(pd.unique(values.astype(object)))
+        except TypeError:  # unhashable cells (lists): each is an error, the first will do
+            return [values[0]]
     finite = values[np.isfinite(values)]
     bad = ~np.isfinite(values)
     if integral:
