@@ -19,7 +19,8 @@ def montecarlo(expected: PredictResult, frame, hw, samples: int) -> PredictResul
     """
     from moesim.config import ConfigError
     from moesim.config.limits import MAX_PREDICT_CELLS
-    from moesim.predict import SIGNATURE, _group_setup, _layer_rows, device_params, row_cells
+    from moesim.inputs import row_cells
+    from moesim.predict import SIGNATURE, _group_setup, _layer_rows, device_params
 
     if not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2:
         raise ConfigError(f"samples must be an integer >= 2, got {samples!r}", field="samples")

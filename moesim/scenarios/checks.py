@@ -143,8 +143,8 @@ def _check_conflicts(sc: Scenario) -> None:
 
 def _check_run_values(sc: Scenario) -> None:
     """Every swept run value is valid: per field, the values that stand for the others (run
-    checks are per field and interval-shaped; see predict._representatives)."""
-    from moesim.predict import _representatives
+    checks are per field and interval-shaped; see moesim.inputs.representatives)."""
+    from moesim.inputs import representatives
 
     base = {"tokens": 1, **sc.run}
     for axis in sc.axes:
@@ -152,7 +152,7 @@ def _check_run_values(sc: Scenario) -> None:
             if name not in RUN_FIELDS:
                 continue
             column = pd.Series([v[j] for v in axis.values])
-            for value in _representatives(column, integral=name != "capacity_factor"):
+            for value in representatives(column, integral=name != "capacity_factor"):
                 i = next(i for i, v in enumerate(axis.values) if v[j] is value or v[j] == value
                          or (v[j] != v[j] and value != value))
                 _run_ok({**base, name: axis.values[i][j]}, sc.doc, axis, i)

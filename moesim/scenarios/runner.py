@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from moesim.config import ConfigError
 from moesim.config.limits import MAX_PREDICT_CELLS
-from moesim.predict import SIGNATURE, predict_many, row_cells
+from moesim.inputs import row_cells
+from moesim.predict import SIGNATURE, predict_many
 from moesim.scenarios import io
 from moesim.scenarios.checks import measurement_hook
 from moesim.scenarios.metadata import build_metadata
