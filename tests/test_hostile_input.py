@@ -129,6 +129,15 @@ def test_npz_bomb_is_refused_by_its_header(tmp_path):
         inclusion_probs(f"trace:{path}", 8, 2)
 
 
+def test_npy_announcing_too_many_ids_is_refused_by_its_header(tmp_path):
+    path = tmp_path / "ids.npy"
+    with open(path, "wb") as f:  # header only: 2 GiB of int64 ids announced
+        np.lib.format.write_array_header_1_0(f, {"descr": "<i4", "fortran_order": False,
+                                                 "shape": (1 << 27, 2)})
+    with pytest.raises(ConfigError, match="MAX_TRACE_BYTES"):
+        inclusion_probs(f"trace:{path}", 8, 2)
+
+
 def test_malformed_placement_json(tmp_path):
     for i, text in enumerate(["{not json", "[" * 100000, "{\"devices\": 3}"]):
         path = tmp_path / f"p{i}.json"

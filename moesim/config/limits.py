@@ -49,8 +49,9 @@ MAX_CONFIG_FILE_BYTES = 16 << 20
 MAX_YAML_NODES = 2_000_000
 #: Nesting depth of a YAML/JSON input: shipped files nest 5 deep.
 MAX_NESTING = 64
-#: Routing trace files (``.npz``/``.npy`` ids, decompressed): a 16M-token, top-8 trace in int32
-#: is 512 MiB; statistics need ~1e6 tokens. Text traces parse at ~8x their size in memory.
+#: Routing trace files (``.npy``/``.npz`` ids), counted as decoded int64 (what routing loads):
+#: 64M ids, e.g. 8M tokens x top-8; statistics need ~1e6 tokens, and ``moesim trace record`` of
+#: 61 layers x 8192 tokens x top-8 is 4M ids. Text traces parse at ~8x their size in memory.
 MAX_TRACE_BYTES = 512 << 20
 MAX_TEXT_TRACE_BYTES = 64 << 20
 

@@ -92,7 +92,7 @@ def load_trace(path: str | Path) -> np.ndarray:
     ``FILE.npz`` pools all recorded layers (stacked layer after layer along tokens);
     ``FILE.npz@LAYER`` takes one layer (see :mod:`moesim.traces.io`).
     """
-    from moesim.traces.io import split_layer, trace_ids
+    from moesim.traces.io import check_decoded_size, split_layer, trace_ids
 
     file, layer = split_layer(str(path))
     if Path(file).suffix == ".npz":
@@ -104,6 +104,8 @@ def load_trace(path: str | Path) -> np.ndarray:
     text = path.suffix != ".npy"
     checked_size(path, MAX_TEXT_TRACE_BYTES if text else MAX_TRACE_BYTES,
                  "MAX_TEXT_TRACE_BYTES" if text else "MAX_TRACE_BYTES", "routing", "trace")
+    if not text:
+        check_decoded_size(path)
     try:
         if path.suffix == ".npy":
             ids = np.load(path, allow_pickle=False)

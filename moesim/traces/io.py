@@ -101,7 +101,7 @@ def read_trace(path: str | Path) -> Trace:
     path = Path(path)
     name = str(path)
     checked_size(path, MAX_TRACE_BYTES, "MAX_TRACE_BYTES", "routing", "trace")
-    _check_unpacked_size(path)
+    check_decoded_size(path)
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -136,29 +136,36 @@ def read_trace(path: str | Path) -> Trace:
     return trace
 
 
-def _check_unpacked_size(path: Path) -> None:
-    """Refuse an archive whose arrays, once decompressed, exceed MAX_TRACE_BYTES (a 1 MB .npz
-    can hold 1 GB of zeros): read from each member's .npy header before loading anything."""
-    total = 0
+def _header_elements(f) -> int:
+    """Elements an .npy stream announces in its header (0 for a version numpy cannot read)."""
+    version = np.lib.format.read_magic(f)
+    read = {(1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    return int(np.prod(read(f)[0], dtype=float)) if read else 0
+
+
+def check_decoded_size(path: str | Path) -> None:
+    """Refuse an .npy, or an .npz whose members, once decoded as int64 (as the ids are), would
+    exceed MAX_TRACE_BYTES (a 1 MB .npz can hold 1 GB of zeros): read from the .npy headers
+    before anything is loaded."""
+    path = Path(path)
     try:
-        if not zipfile.is_zipfile(path):
-            return  # np.load says what it is
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                with archive.open(member) as f:
-                    version = np.lib.format.read_magic(f)
-                    read = {(1, 0): np.lib.format.read_array_header_1_0,
-                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-                    if read is None:
-                        continue  # np.load refuses what it cannot read
-                    shape, _, dtype = read(f)
-                total += int(np.prod(shape, dtype=float)) * dtype.itemsize
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                elements = 0
+                for member in archive.namelist():
+                    with archive.open(member) as f:
+                        elements += _header_elements(f)
+        else:
+            with open(path, "rb") as f:
+                elements = _header_elements(f)
     except (OSError, ValueError, zipfile.BadZipFile, NotImplementedError) as exc:
-        raise ConfigError(f"cannot read trace: {exc}; expected an .npz written by "
+        raise ConfigError(f"cannot read trace: {exc}; expected an .npy or an .npz written by "
                           "'moesim trace record'", file=str(path), field="routing") from None
-    if total > MAX_TRACE_BYTES:
-        raise ConfigError(limit_error("decompressed trace size (bytes)", total, MAX_TRACE_BYTES,
-                                      "MAX_TRACE_BYTES"), file=str(path), field="routing")
+    if elements * 8 > MAX_TRACE_BYTES:
+        raise ConfigError(limit_error("decoded trace size (bytes, as int64)", elements * 8,
+                                      MAX_TRACE_BYTES, "MAX_TRACE_BYTES"), file=str(path),
+                          field="routing")
 
 
 def _check(trace: Trace, name: str) -> None:
