@@ -207,6 +207,13 @@ def test_profile_extremes_are_rejected(tmp_path, field, value):
         load_profile(path)
 
 
+def test_profile_with_base_and_bad_sources(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\ndescription: d\nbase: h100-sxm\nsources: 3\n")
+    with pytest.raises(ConfigError, match="sources"):
+        load_profile(path)
+
+
 @pytest.mark.parametrize("q", [[-1.0, 3.0] + [0.0] * 6, [np.nan, 2.0] + [0.0] * 6,
                                [2.0] + [0.0] * 7])
 def test_bad_q_is_rejected(q):

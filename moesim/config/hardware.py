@@ -268,7 +268,9 @@ def _raw(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, LocatedYaml]:
         data = _merge({k: v for k, v in base_data.items() if k not in ("name", "description",
                                                                       "kind", "provenance",
                                                                       "fit_quality")}, data)
-        data["sources"] = {**base_sources, **doc.data.get("sources", {})}
+        sources = doc.data.get("sources", {})
+        if isinstance(base_sources, dict) and isinstance(sources, dict):  # else pydantic says
+            data["sources"] = {**base_sources, **sources}
     return data, doc
 
 
