@@ -11,8 +11,7 @@ from __future__ import annotations
 #: 2101.03961), DeepSeek-V3 256, Qwen3-235B 128. 8x Switch-C. (Product-key "million expert"
 #: layers (PEER, arXiv 2407.04202) use single-neuron experts, outside this per-expert GEMM model.)
 MAX_EXPERTS = 16_384
-#: Experts each token picks. Largest real: 8 (DeepSeek-V3, Qwen3), 32x headroom.
-MAX_TOP_K = 256
+#: (``top_k`` needs no limit of its own: it is at most ``experts``.)
 #: Shared (always active) experts: DeepSeek-V2/V3 1-2, Qwen2-MoE 1 of 4x size; 16x headroom.
 MAX_SHARED_EXPERTS = 64
 #: Model width. Largest real: 18432 (PaLM-540B), 16384 (Llama-3.1-405B), 7168 (DeepSeek-V3).
@@ -77,7 +76,7 @@ MAX_DOMAIN_SIZE = 1_000_000
 #: Integer fields of models and runs -> (limit, its name here), checked by their validators.
 FIELD_LIMITS = {
     "experts": (MAX_EXPERTS, "MAX_EXPERTS"), "num_groups": (MAX_EXPERTS, "MAX_EXPERTS"),
-    "topk_groups": (MAX_EXPERTS, "MAX_EXPERTS"), "top_k": (MAX_TOP_K, "MAX_TOP_K"),
+    "topk_groups": (MAX_EXPERTS, "MAX_EXPERTS"), "top_k": (MAX_EXPERTS, "MAX_EXPERTS"),
     "shared_experts": (MAX_SHARED_EXPERTS, "MAX_SHARED_EXPERTS"),
     "hidden": (MAX_HIDDEN, "MAX_HIDDEN"), "expert_ffn": (MAX_FFN, "MAX_FFN"),
     "shared_expert_ffn": (MAX_FFN, "MAX_FFN"), "moe_layers": (MAX_LAYERS, "MAX_LAYERS"),
