@@ -121,6 +121,15 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+def _link_or_copy(src, dst) -> None:
+    """A hard link (no bytes copied; the same file for a process still writing it), or a copy
+    where the file system has no links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def publish_folder(out: str | Path, write: Callable[[Path], None], replaces: set[str]) -> Path:
     """Write a run into a staging folder beside ``out`` with ``write(stage)``, then swap it in.
 
@@ -146,9 +155,9 @@ def publish_folder(out: str | Path, write: Callable[[Path], None], replaces: set
                 if entry.name in replaces or entry.name.endswith(".tmp"):
                     continue
                 if entry.is_dir():
-                    shutil.copytree(entry, stage / entry.name, copy_function=os.link)
+                    shutil.copytree(entry, stage / entry.name, copy_function=_link_or_copy)
                 else:
-                    os.link(entry, stage / entry.name)
+                    _link_or_copy(entry, stage / entry.name)
             if not _exchange(stage, out):
                 aside = out.parent / f".{out.name}.old-{tag}"
                 os.rename(out, aside)
