@@ -15,27 +15,34 @@ def check_run_values(df: pd.DataFrame) -> None:
     RunConfig's checks are per field and interval-shaped, so a numeric column is valid when its
     minimum, maximum and any NaN or non-integral value are; other columns by distinct value."""
     for col in RUN_FIELDS:
-        for value in representatives(df[col], integral=col != "capacity_factor"):
+        values = df[col].to_numpy()
+        for i in representatives(df[col], integral=col != "capacity_factor"):
+            value = values[i]
             validate_run({"tokens": 1, col: value.item() if hasattr(value, "item") else value})
 
 
-def representatives(column: pd.Series, integral: bool) -> list:
-    """The values of ``column`` whose validity implies that of all the others."""
+def representatives(column: pd.Series, integral: bool) -> list[int]:
+    """Positions of the values of ``column`` whose validity implies that of all the others."""
     values = column.to_numpy()
     if len(values) == 0:
         return []
     if values.dtype.kind in "iu":
-        return [values.min(), values.max()]
+        return [int(values.argmin()), int(values.argmax())]
     if values.dtype.kind != "f":  # strings, bools, mixed objects, nullable columns
-        try:
-            return list(pd.unique(values.astype(object)))
+        try:  # by type too: True == 1 would hide a bool among integers
+            first = {}
+            for i, v in enumerate(values):
+                first.setdefault((type(v), v), i)
+            return list(first.values())
         except TypeError:  # unhashable cells (lists): each is an error, the first will do
-            return [values[0]]
-    finite = values[np.isfinite(values)]
+            return [0]
     bad = ~np.isfinite(values)
     if integral:
         bad |= values != np.round(values)
-    return ([finite.min(), finite.max()] if finite.size else []) + list(values[bad][:1])
+    finite = np.where(np.isfinite(values), values, np.nan)
+    picks = [int(np.nanargmin(finite)), int(np.nanargmax(finite))] \
+        if np.isfinite(values).any() else []
+    return picks + [int(i) for i in np.flatnonzero(bad)[:1]]
 
 
 def row_cells(df: pd.DataFrame, experts) -> np.ndarray:

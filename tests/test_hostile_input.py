@@ -241,8 +241,9 @@ def test_predict_many_empty_frame_with_columns():
     assert len(out) == 0 and "time_s" in out.columns
 
 
-def test_predict_many_bool_tokens_rejected():
-    df = pd.DataFrame({"model": "mixtral-8x7b", "hardware": "h100-sxm", "tokens": [True, 16]})
+@pytest.mark.parametrize("tokens", [[True, 16], [1, 2, True]])
+def test_predict_many_bool_tokens_rejected(tokens):
+    df = pd.DataFrame({"model": "mixtral-8x7b", "hardware": "h100-sxm", "tokens": tokens})
     with pytest.raises(ConfigError, match="tokens"):
         predict_many(df)
 
@@ -268,7 +269,7 @@ def test_predict_many_refuses_what_would_not_fit():
 # --- sweeps --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sweep", [
-    "{tokens: [true, 16]}", "{tokens: {start: 1, stop: 10, step: 'x'}}",
+    "{tokens: [true, 16]}", "{tokens: [1, 2, true]}", "{tokens: {start: 1, stop: 10, step: 'x'}}",
     "{tokens: {start: .nan, stop: 10, step: 1}}", "{tokens: {start: 1, stop: .inf, step: 1}}",
     "{tokens: {start: 1, stop: 10, num: .inf}}", "{tokens: {start: 1, stop: 10, num: 1.0e+12}}",
     "{tokens: {start: 1, stop: 1.0e+15, step: 1}}", "{tokens: {start: 1, stop: 10, num: 2.5}}",

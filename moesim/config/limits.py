@@ -89,7 +89,7 @@ FIELD_LIMITS = {
 def not_bool(value, field: str):
     """Pydantic takes ``true`` for 1: refuse it for a number (a pydantic before-validator)."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value}")
+        raise ValueError("expected a number, not a true/false value")
     return value
 
 

@@ -152,9 +152,7 @@ def _check_run_values(sc: Scenario) -> None:
             if name not in RUN_FIELDS:
                 continue
             column = pd.Series([v[j] for v in axis.values])
-            for value in representatives(column, integral=name != "capacity_factor"):
-                i = next(i for i, v in enumerate(axis.values) if v[j] is value or v[j] == value
-                         or (v[j] != v[j] and value != value))
+            for i in representatives(column, integral=name != "capacity_factor"):
                 _run_ok({**base, name: axis.values[i][j]}, sc.doc, axis, i)
     for i, hw in enumerate(sc.hardware):
         run = {k: v for k, v in hw.overrides.items() if k in RUN_FIELDS}
