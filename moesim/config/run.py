@@ -33,7 +33,7 @@ class RunConfig(BaseModel):
     @field_validator("routing")
     @classmethod
     def _routing(cls, value: str) -> str:
-        from moesim.core.routing import parse_routing
+        from moesim.config.specs import parse_routing
 
         try:
             parse_routing(value)

@@ -197,8 +197,7 @@ def _field_values(sc: Scenario, name: str, default=None) -> dict:
 
 def _check_placements(sc: Scenario) -> None:
     """Each placement builds for every experts x ep the scenario uses (divisibility etc.)."""
-    from moesim.core.placement import build_placement
-    from moesim.core.routing import inclusion_probs
+    from moesim.inputs import build_placement, inclusion_probs
 
     placements = _field_values(sc, "placement", "contiguous")
     experts = _field_values(sc, "experts")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from moesim import fileio as io
 from moesim.config import ConfigError
 from moesim.predict import SIGNATURE, predict_many
-from moesim.scenarios import io
 from moesim.scenarios.checks import measurement_hook
 from moesim.scenarios.metadata import build_metadata
 from moesim.scenarios.sweep import expand

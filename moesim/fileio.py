@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the target's directory, then ``os.replace``.
 
 An interrupted or failing writer leaves the previous file untouched and no partial file behind.
+Shared by scenarios, reports, measurement and the CLI (and ``read_table`` reads their tables).
 """
 from __future__ import annotations
 

@@ -1,0 +1,68 @@
+"""Routing spec strings: their grammar, parsed once, validated with a clear error.
+
+``uniform``, ``zipf:S`` (S >= 0), ``lognormal:SIGMA`` (SIGMA >= 0, finite), ``probs:p0,p1,...``
+(shares >= 0 with a positive sum) and ``trace:PATH[@LAYER]``. What each means as a distribution
+of expert choices is :mod:`moesim.core.routing`; reading a trace file is
+:func:`moesim.traces.io.load_trace`. Pure Python and numpy, like the rest of ``config``'s leaves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from moesim.config.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A parsed routing spec. ``param`` is the Zipf exponent or log-normal sigma; ``values``
+    explicit shares; ``path`` a trace file, with its ``@LAYER`` suffix if one was given."""
+
+    kind: str
+    param: float = 0.0
+    values: tuple[float, ...] = ()
+    path: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.kind in ("zipf", "lognormal"):
+            return f"{self.kind}:{self.param:g}"
+        if self.kind == "trace":
+            return f"trace:{self.path}"
+        if self.kind == "probs":
+            return "probs:" + ",".join(f"{v:g}" for v in self.values)
+        return self.kind
+
+
+@lru_cache(maxsize=1024)
+def parse_routing(spec: str) -> Routing:
+    """Parse a routing spec string; a bad one is a ConfigError naming ``routing``."""
+    text = str(spec).strip()
+    kind, _, arg = text.partition(":")
+    expected = ("expected 'uniform', 'zipf:S' (S >= 0), 'lognormal:SIGMA' (SIGMA >= 0), "
+                "'probs:p0,p1,...' or 'trace:PATH[@LAYER]'")
+    if kind == "uniform" and not arg:
+        return Routing("uniform")
+    if kind in ("zipf", "lognormal"):
+        what = "Zipf exponent" if kind == "zipf" else "log-normal sigma"
+        try:
+            s = float(arg)
+        except ValueError:
+            raise ConfigError(f"bad {what} in '{text}'; {expected}", field="routing") from None
+        if s < 0 or (kind == "lognormal" and not np.isfinite(s)):
+            finite = " and finite" if kind == "lognormal" else ""
+            raise ConfigError(f"{what} must be >= 0{finite}, got {s}", field="routing")
+        return Routing(kind, param=s)
+    if kind == "probs":
+        try:
+            values = tuple(float(v) for v in arg.split(","))
+        except ValueError:
+            raise ConfigError(f"bad probabilities in '{text}'; {expected}", field="routing") from None
+        if any(v < 0 for v in values) or sum(values) <= 0:
+            raise ConfigError("probabilities must be >= 0 with a positive sum", field="routing")
+        return Routing("probs", values=values)
+    if kind == "trace" and arg:
+        return Routing("trace", path=arg)
+    raise ConfigError(f"unknown routing '{text}'; {expected}", field="routing")
