@@ -127,17 +127,20 @@ def _predict_rows(df: pd.DataFrame, q: np.ndarray | None = None,
     for key in RUN_FIELDS + ("hardware",):
         numeric = pd.api.types.is_numeric_dtype(df[key]) or pd.api.types.is_bool_dtype(df[key])
         columns[key] = df[key].to_numpy() if numeric else df[key].to_numpy(dtype=object)
-    outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
-               for name, kind in OUTPUT_COLUMNS.items()}
     first, group_of = _row_groups([columns[c] for c in SIGNATURE])
     order = np.argsort(group_of, kind="stable")
     bounds = np.searchsorted(group_of[order], np.arange(len(first) + 1))
+    ordered = {c: values[order] for c, values in columns.items()}  # groups are contiguous slices
+    outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
+               for name, kind in OUTPUT_COLUMNS.items()}
+    profiles: dict = {}
     for g, row in enumerate(first):
-        idx = order[bounds[g]:bounds[g + 1]]
-        sub = {c: values[idx] for c, values in columns.items()}
-        _evaluate_group({c: _py(columns[c][row]) for c in SIGNATURE}, sub, idx, outputs, q, place)
+        rows = slice(bounds[g], bounds[g + 1])
+        sub = {c: values[rows] for c, values in ordered.items()}
+        sig = {c: _py(columns[c][row]) for c in SIGNATURE}
+        _evaluate_group(sig, sub, rows, outputs, q, place, profiles)
     for name, values in outputs.items():
-        df[name] = values
+        df[name] = values[np.argsort(order)]
     return df
 
 
@@ -202,10 +205,14 @@ def _phase_tables(hw, act_dtype: np.ndarray) -> dict:
     return {"phase_kernels": kernels, "phase_mem_eff": eff}
 
 
-def _group_setup(sig: dict, q: np.ndarray | None = None, place: Placement | None = None):
+def _group_setup(sig: dict, q: np.ndarray | None = None, place: Placement | None = None,
+                 profiles: dict | None = None):
     """(profile, ``q``, placement, copies per token) of one signature group; ``q`` and ``place``
-    come from the signature's specs unless given."""
-    hw = load_profile(sig["hardware"])
+    come from the signature's specs unless given; ``profiles`` memoises loaded profiles."""
+    profiles = {} if profiles is None else profiles
+    if sig["hardware"] not in profiles:
+        profiles[sig["hardware"]] = load_profile(sig["hardware"])
+    hw = profiles[sig["hardware"]]
     experts, top_k, ep, seed = (int(sig[k]) for k in ("experts", "top_k", "ep", "seed"))
     if place is None and q is not None:
         place = build_placement(sig["placement"], experts, ep, q)
@@ -219,10 +226,11 @@ def _group_setup(sig: dict, q: np.ndarray | None = None, place: Placement | None
     return hw, q, place, copies
 
 
-def _evaluate_group(sig: dict, sub: dict, idx: np.ndarray, outputs: dict, q_given=None,
-                    place_given=None) -> None:
+def _evaluate_group(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None,
+                    place_given=None, profiles: dict | None = None) -> None:
+    """Outputs of one signature group, whose columns are ``sub``, into ``outputs[...][at]``."""
     try:
-        hw, q, place, copies = _group_setup(sig, q_given, place_given)
+        hw, q, place, copies = _group_setup(sig, q_given, place_given, profiles)
         rows = _layer_rows(sub, hw)
     except ConfigError as exc:
         where = ", ".join(f"{k}={sig[k]}" for k in ("hardware", "experts", "ep", "placement"))
@@ -249,7 +257,7 @@ def _evaluate_group(sig: dict, sub: dict, idx: np.ndarray, outputs: dict, q_give
     half = evaluate(rows.subset(two, 0.5))[0]["phases"] if two.any() else None
     result = assemble_outputs(costs, overlap, half, rows, sub, hw, place, imbalance)
     for name, values in result.items():
-        outputs[name][idx] = values
+        outputs[name][at] = values
 
 
 def _split_overrides(overrides: dict) -> tuple[dict, dict]:
