@@ -27,9 +27,9 @@ STATEMENTS = {
 }
 
 
-def time_statement(code: str, runs: int) -> list[float]:
+def time_statement(code: str, runs: int, root: Path = ROOT) -> list[float]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-        str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+        str(root), os.environ.get("PYTHONPATH", "")]))}
     out = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -42,8 +42,10 @@ def time_statement(code: str, runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="checkout whose moesim to time (default: this one)")
     args = parser.parse_args()
-    rows = {name: time_statement(code, args.runs) for name, code in STATEMENTS.items()}
+    rows = {name: time_statement(code, args.runs, args.root) for name, code in STATEMENTS.items()}
     print(f"{'statement':<26}{'median s':>10}{'best s':>9}")
     for name, times in rows.items():
         print(f"{name:<26}{statistics.median(times):>10.3f}{min(times):>9.3f}")
