@@ -137,3 +137,11 @@ def test_the_pure_parts_load_no_heavy_library(statement):
 def test_prediction_loads_neither_torch_nor_plotly_nor_scipy_stats():
     loaded = _loaded_after("import moesim; moesim.predict('mixtral-8x7b', 'h100-sxm', 4)")
     assert not {"torch", "plotly", "scipy.stats"} & loaded, {"torch", "plotly", "scipy.stats"} & loaded
+
+
+def test_a_missing_subcommand_module_is_an_error_not_a_missing_command(monkeypatch):
+    from moesim import cli
+
+    monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + ("no_such_command",))
+    with pytest.raises(ModuleNotFoundError, match="moesim.cli.no_such_command"):
+        cli.build_parser()
