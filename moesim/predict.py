@@ -146,10 +146,14 @@ def _predict_rows(df: pd.DataFrame, q: np.ndarray | None = None,
 
 def _map(fn, *columns: np.ndarray) -> np.ndarray:
     """``fn`` applied per row, evaluated once per distinct combination of the columns."""
+    columns = tuple(np.asarray(column, dtype=object) for column in columns)
+    if len(columns[0]) and all((column == column[0]).all() for column in columns):
+        value = np.asarray([fn(*(column[0] for column in columns))], dtype=float)
+        return np.repeat(value, len(columns[0]))  # one combination: the usual case in a group
     codes = np.zeros(len(columns[0]), dtype=np.int64)
     uniques = []
     for column in columns:
-        c, u = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=False)
+        c, u = pd.factorize(column, use_na_sentinel=False)
         codes = codes * len(u) + c
         uniques.append(u)
     combos, inverse = np.unique(codes, return_inverse=True)
