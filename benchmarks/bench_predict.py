@@ -1,4 +1,4 @@
-"""How many configs per second ``predict_many`` evaluates (target: >= 50 000/s on 2 cores).
+"""How many configs per second ``predict_many`` evaluates (target: >= 200 000/s on 2 cores).
 
 Run: ``python benchmarks/bench_predict.py [--rows 100000]``. Prints a table and one JSON line.
 The sweep mixes models, hardware, tokens, top_k, ep, placement, routing, overlap and dtypes so

@@ -1,6 +1,10 @@
 """Time a 100 000-point scenario from YAML to CSV, Parquet and HTML report.
 
-    python benchmarks/bench_scenario.py [--out DIR] [--keep]
+    python benchmarks/bench_scenario.py [--out DIR] [--variant grid|tokens]
+
+``grid`` (default): DeepSeek-V3, 4 profiles x 250 token counts x 5 EP x 4 routings x 5 top-k.
+``tokens``: the shape of issue 13's measurement, 2 profiles x 50 000 token counts (every row a
+different ``tokens``). Target: <= 10 s end to end (import included) on a 2-core machine.
 
 Prints a table of the stages (seconds) and ends with one JSON line. Not a test: the figure
 depends on the machine.
@@ -26,16 +30,26 @@ sweep:
   routing: [uniform, "zipf:0.5", "zipf:1.0", "zipf:1.5"]
   top_k: [4, 6, 8, 10, 12]
 """
+TOKENS_SCENARIO = """\
+name: bench-100k-tokens
+description: Benchmark, 2 profiles x 50 000 token counts = 100 000 rows.
+model: mixtral-8x7b
+hardware: [h100-sxm, b200]
+sweep:
+  tokens: {start: 1, stop: 50000, step: 1}
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="output directory (default: a temporary one)")
+    parser.add_argument("--variant", choices=["grid", "tokens"], default="grid")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "bench-100k"
         yaml_path = Path(tmp) / "bench-100k.yaml"
-        yaml_path.write_text(SCENARIO, encoding="utf-8")
+        yaml_path.write_text(SCENARIO if args.variant == "grid" else TOKENS_SCENARIO,
+                             encoding="utf-8")
         stats = run(yaml_path, out)
         sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
     print(f"{'stage':<22}{'seconds':>10}")

@@ -1,7 +1,34 @@
-"""moesim: performance simulator and benchmark harness for Mixture-of-Experts layers."""
-from moesim.config import ConfigError, MoEModel, load_model, load_profile
-from moesim.predict import predict, predict_many
+"""moesim: performance simulator and benchmark harness for Mixture-of-Experts layers.
+
+The public names load on first use (PEP 562 ``__getattr__``), so ``import moesim`` costs no
+pandas, pydantic or scipy: ``moesim.predict`` imports the prediction stack when first touched.
+"""
+import sys
+import types
+
+from moesim.lazy import lazy_exports
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "MoEModel", "load_model", "load_profile", "predict", "predict_many",
-           "__version__"]
+
+#: Public name -> module that defines it.
+_PUBLIC = {"ConfigError": "moesim.config.errors", "MoEModel": "moesim.config.model",
+           "load_model": "moesim.config.model", "load_profile": "moesim.config.hardware",
+           "predict": "moesim.predict", "predict_many": "moesim.predict"}
+__all__ = sorted(_PUBLIC) + ["__version__"]
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _PUBLIC)
+
+
+class _Package(types.ModuleType):
+    """``moesim.predict`` stays the function when the submodule ``moesim.predict`` is imported.
+
+    Importing a submodule sets it as an attribute of its package; for ``predict`` that would
+    hide the public function behind the module of the same name, so the function is kept.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "predict" and isinstance(value, types.ModuleType):
+            value = value.predict
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

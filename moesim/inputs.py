@@ -1,69 +1,71 @@
-"""Checks of predict_many's input columns, vectorised: a Python loop runs over the distinct
-values of a string column or a few values of a numeric one, never over rows."""
+"""Spec strings that name files, turned into the arrays ``moesim.core`` takes.
+
+``moesim.core`` is pure: it knows ``uniform``, ``zipf:S`` ... and ``contiguous``, ``balanced`` ...
+but reads no file. A ``trace:PATH[@LAYER]`` routing (expert ids, see
+:func:`moesim.traces.io.load_trace`) and a ``.yaml``/``.json`` placement file
+(``devices: [[expert ids of device 0], ...]``) are read here, then handed to core as arrays.
+Everything that accepts a routing or placement spec from a user resolves it through this module.
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-import pandas as pd
 
-from moesim.config import ConfigError
-from moesim.config.limits import MAX_PREDICT_CELLS
-from moesim.config.run import RUN_FIELDS, validate_run
+from moesim.config.errors import ConfigError
+from moesim.config.specs import parse_routing
+from moesim.core import placement, routing
+from moesim.traces.io import load_trace
 
-
-def check_run_values(df: pd.DataFrame) -> None:
-    """Every run column is valid, checked a column at a time without a Python loop over rows:
-    RunConfig's checks are per field and interval-shaped, so a numeric column is valid when its
-    minimum, maximum and any NaN or non-integral value are; other columns by distinct value."""
-    for col in RUN_FIELDS:
-        values = df[col].to_numpy()
-        for i in representatives(df[col], integral=col != "capacity_factor"):
-            value = values[i]
-            validate_run({"tokens": 1, col: value.item() if hasattr(value, "item") else value})
+PLACEMENT_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def representatives(column: pd.Series, integral: bool) -> list[int]:
-    """Positions of the values of ``column`` whose validity implies that of all the others."""
-    values = column.to_numpy()
-    if len(values) == 0:
-        return []
-    if values.dtype.kind in "iu":
-        return [int(values.argmin()), int(values.argmax())]
-    if values.dtype.kind != "f":  # strings, bools, mixed objects, nullable columns
-        try:  # by type too: True == 1 would hide a bool among integers
-            first = {}
-            for i, v in enumerate(values):
-                first.setdefault((type(v), v), i)
-            return list(first.values())
-        except TypeError:  # unhashable cells (lists): each is an error, the first will do
-            return [0]
-    bad = ~np.isfinite(values)
-    if integral:
-        bad |= values != np.round(values)
-    finite = np.where(np.isfinite(values), values, np.nan)
-    picks = [int(np.nanargmin(finite)), int(np.nanargmax(finite))] \
-        if np.isfinite(values).any() else []
-    return picks + [int(i) for i in np.flatnonzero(bad)[:1]]
+def inclusion_probs(spec: str, experts: int, top_k: int, seed: int = 0) -> np.ndarray:
+    """``q[e]`` of a routing spec (see :func:`moesim.core.routing.inclusion_probs`); a
+    ``trace:`` spec's file is read here."""
+    parsed = parse_routing(spec)
+    ids = load_trace(parsed.path) if parsed.kind == "trace" else None
+    return routing.inclusion_probs(parsed, experts, top_k, seed, trace_ids=ids)
 
 
-def row_cells(df: pd.DataFrame, experts) -> np.ndarray:
-    """Per row, the width of its [rows, expert slots + devices] arrays: experts, the redundant
-    slots of ``replicated:R`` (R = ep when omitted) and ep."""
-    ep = np.asarray(df["ep"], dtype=float) if "ep" in df.columns else np.ones(len(df))
-    place = df["placement"].astype(str) if "placement" in df.columns else \
-        pd.Series("contiguous", index=df.index)
-    arg = place.str.partition(":")[2]
-    redundant = np.where(place.str.startswith("replicated"),
-                         pd.to_numeric(arg.where(arg != ""), errors="coerce").fillna(
-                             pd.Series(ep, index=df.index)), 0.0)
-    return np.asarray(experts, dtype=float) + redundant + ep
+def is_placement_file(spec: str) -> bool:
+    kind = str(spec).partition(":")[0]
+    return kind not in placement.PLACEMENT_KINDS and Path(spec).suffix in PLACEMENT_FILE_SUFFIXES
 
 
-def check_size(df: pd.DataFrame, columns: dict) -> None:
-    """Refuse a call whose [rows, expert slots] arrays would not fit (limits.MAX_PREDICT_CELLS)."""
-    cells = float(row_cells(df, columns["experts"]).sum())
-    if cells > MAX_PREDICT_CELLS:
-        per_row = cells / len(df)
-        raise ConfigError(f"{len(df):,} rows x {per_row:,.0f} expert slots need about "
-                          f"{cells * 50 / 1e9:.1f} GB (limits.MAX_PREDICT_CELLS = "
-                          f"{MAX_PREDICT_CELLS:,} cells); split the frame into chunks of at most "
-                          f"{int(MAX_PREDICT_CELLS // per_row):,} rows", field="experts")
+def build_placement(spec: str, experts: int, num_devices: int, q: np.ndarray):
+    """A ``Placement`` from a spec (see :func:`moesim.core.placement.build_placement`) or from a
+    placement file, which must list ``num_devices`` devices."""
+    if num_devices >= 1 and is_placement_file(spec):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError("placement file not found", file=str(path), field="placement")
+        return load_placement_file(path, experts, num_devices)
+    return placement.build_placement(spec, experts, num_devices, q)
+
+
+def placement_devices(path: str | Path) -> tuple[list, dict]:
+    """(``devices`` lists, the whole document) of a placement file (YAML, or JSON by suffix)."""
+    from moesim.config.files import load_json_file
+    from moesim.config.yamlio import load_yaml
+
+    path = Path(path)
+    data = load_json_file(path, "placement") if path.suffix == ".json" else load_yaml(path).data
+    devices = data.get("devices") if isinstance(data, dict) else None
+    if not isinstance(devices, list) or not all(
+            isinstance(d, list) and d and all(type(e) is int for e in d) for d in devices):
+        raise ConfigError("expected 'devices: [[expert ids of device 0], ...]' (non-empty lists "
+                          "of integers)", file=str(path), field="devices")
+    return devices, data
+
+
+def load_placement_file(path: str | Path, experts: int, num_devices: int):
+    """The ``Placement`` a placement file describes; its device count must be ``num_devices``."""
+    devices, _ = placement_devices(path)
+    if len(devices) != num_devices:
+        raise ConfigError(f"file has {len(devices)} devices; expected ep = {num_devices}",
+                          file=str(path), field="devices")
+    try:
+        return placement.from_device_lists(devices, experts, source="devices")
+    except ConfigError as exc:
+        raise exc.located(file=str(path)) from None

@@ -24,7 +24,7 @@ the MoE layers (each layer caches its own experts).
 Per decode step of ``batch`` tokens (one per sequence):
 
 - each MoE layer: the on-device layer time from ``moesim.predict`` (ep=1) plus fetching the
-  missed experts (``moesim.core.offload``: per-layer cache, LRU or popularity, hit rates in
+  missed experts (``moesim.core.expert_cache``: per-layer cache, LRU or popularity, hit rates in
   closed form from the routing or simulated on a trace) over the profile's ``host_link`` at
   ``host_efficiency``;
 - ``overlap='sum'``: fetches stall the layer; ``'max'``: they overlap its compute
@@ -45,9 +45,9 @@ import numpy as np
 
 from moesim.config import ConfigError, load_model, load_profile
 from moesim.config.dtypes import bytes_per_element, bytes_with_scales
-from moesim.core import offload as core
+from moesim.core import expert_cache as core
 from moesim.core.placement import contiguous
-from moesim.core.routing import inclusion_probs
+from moesim.inputs import inclusion_probs
 
 #: Host-link copies reach this fraction of the link's unidirectional peak (assumption: pinned
 #: cudaMemcpy over PCIe Gen4/Gen5 x16 reaches ~80% of the line rate after protocol overhead;
@@ -191,8 +191,7 @@ def _layer_caches(total: int, layers: int) -> np.ndarray:
 def _trace_layers(trace: str) -> list[np.ndarray]:
     """Expert ids ``[tokens, top_k]`` per recorded layer: every layer of a ``moesim trace
     record`` .npz (unless ``@LAYER`` picks one), else the one table ``load_trace`` reads."""
-    from moesim.core.routing import load_trace
-    from moesim.traces.io import read_trace, split_layer
+    from moesim.traces.io import load_trace, read_trace, split_layer
 
     file, layer = split_layer(trace)
     if file.endswith(".npz") and layer is None:
@@ -234,7 +233,7 @@ def predict_offload(model="mixtral-8x7b", hardware="rtx-4090", *, batch: int = 1
     ``trace``: a routing trace replayed through each layer's cache in steps of ``batch`` tokens:
     a ``moesim trace record`` .npz gives each recorded layer its own trace (model layer ``l``
     replays recorded layer ``l mod n``), ``FILE.npz@LAYER`` or any table
-    ``moesim.core.routing.load_trace`` reads is replayed in every layer; without a trace, hit
+    ``moesim.traces.io.load_trace`` reads is replayed in every layer; without a trace, hit
     rates come in closed form from ``routing``. ``host_bandwidth_bytes_per_s`` overrides the
     profile's host link; ``model_overrides`` (``weight_dtype='fp8'`` ...) apply to the model.
     """
@@ -291,8 +290,3 @@ def _rest_time_s(moe, hw, plan: MemoryPlan, shape: NonExpertShape) -> float:
         bytes_with_scales(moe.weight_dtype, shape.vocab * moe.hidden)
     return (plan.non_expert_bytes - input_embedding + plan.kv_cache_bytes) / (
         hw.memory.bandwidth_bytes_per_s * float(hw.efficiency.memory_bandwidth.at(1.0)))
-
-
-def sweep_cache(sizes, **kwargs) -> list[OffloadResult]:
-    """``predict_offload`` for each cache size (ints or 'auto')."""
-    return [predict_offload(cache_experts=s, **kwargs) for s in sizes]

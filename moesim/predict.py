@@ -15,9 +15,13 @@ from moesim.config import ConfigError, MODEL_FIELDS, load_model, load_profile
 from moesim.config.dtypes import bytes_per_element, bytes_with_scales
 from moesim.config.errors import unknown
 from moesim.config.run import OVERLAP_CODES, RUN_FIELDS, validate_run
-from moesim.core import layer, loads, placement as placement_mod, routing, traffic
-from moesim.inputs import check_run_values as _check_run_values, check_size as _check_size
+from moesim.config.specs import parse_routing
+from moesim.core import layer, loads, traffic
+from moesim.core.placement import Placement
+from moesim.input_checks import check_run_values as _check_run_values, check_size as _check_size
+from moesim.inputs import build_placement, inclusion_probs
 from moesim.result import OUTPUT_COLUMNS, PredictResult, assemble_outputs
+from moesim.traces.io import load_trace
 
 SIGNATURE = ["hardware", "experts", "top_k", "num_groups", "topk_groups", "ep", "placement",
              "routing", "seed", "a2a_kernel", "capacity_factor", "drop_tokens"]
@@ -28,13 +32,12 @@ INPUT_FIELDS = ("model", "hardware") + MODEL_FIELDS + RUN_FIELDS
 
 @lru_cache(maxsize=4096)
 def _inclusion(spec: str, experts: int, top_k: int, seed: int) -> np.ndarray:
-    return routing.inclusion_probs(spec, experts, top_k, seed)
+    return inclusion_probs(spec, experts, top_k, seed)
 
 
 @lru_cache(maxsize=4096)
 def _placement(spec: str, experts: int, ep: int, routing_spec: str, top_k: int, seed: int):
-    return placement_mod.build_placement(spec, experts, ep, _inclusion(routing_spec, experts,
-                                                                        top_k, seed))
+    return build_placement(spec, experts, ep, _inclusion(routing_spec, experts, top_k, seed))
 
 
 def device_params(hw) -> layer.DeviceParams:
@@ -114,33 +117,42 @@ def predict_many(df: pd.DataFrame) -> pd.DataFrame:
     return _predict_rows(df)
 
 
-def _predict_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """predict_many after validation of the run columns."""
+def _predict_rows(df: pd.DataFrame, q: np.ndarray | None = None,
+                  place: Placement | None = None) -> pd.DataFrame:
+    """predict_many after validation of the run columns; ``q``/``place``, when given, stand for
+    every row's routing/placement spec (see :func:`predict`)."""
     columns = _resolve_models(df)
     _check_size(df, columns)
     for key in RUN_FIELDS + ("hardware",):
         numeric = pd.api.types.is_numeric_dtype(df[key]) or pd.api.types.is_bool_dtype(df[key])
         columns[key] = df[key].to_numpy() if numeric else df[key].to_numpy(dtype=object)
-    outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
-               for name, kind in OUTPUT_COLUMNS.items()}
     first, group_of = _row_groups([columns[c] for c in SIGNATURE])
     order = np.argsort(group_of, kind="stable")
     bounds = np.searchsorted(group_of[order], np.arange(len(first) + 1))
+    ordered = {c: values[order] for c, values in columns.items()}  # groups are contiguous slices
+    outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
+               for name, kind in OUTPUT_COLUMNS.items()}
+    profiles: dict = {}
     for g, row in enumerate(first):
-        idx = order[bounds[g]:bounds[g + 1]]
-        sub = {c: values[idx] for c, values in columns.items()}
-        _evaluate_group({c: _py(columns[c][row]) for c in SIGNATURE}, sub, idx, outputs)
+        rows = slice(bounds[g], bounds[g + 1])
+        sub = {c: values[rows] for c, values in ordered.items()}
+        sig = {c: _py(columns[c][row]) for c in SIGNATURE}
+        _evaluate_group(sig, sub, rows, outputs, q, place, profiles)
     for name, values in outputs.items():
-        df[name] = values
+        df[name] = values[np.argsort(order)]
     return df
 
 
 def _map(fn, *columns: np.ndarray) -> np.ndarray:
     """``fn`` applied per row, evaluated once per distinct combination of the columns."""
+    columns = tuple(np.asarray(column, dtype=object) for column in columns)
+    if len(columns[0]) and all((column == column[0]).all() for column in columns):
+        value = np.asarray([fn(*(column[0] for column in columns))], dtype=float)
+        return np.repeat(value, len(columns[0]))  # one combination: the usual case in a group
     codes = np.zeros(len(columns[0]), dtype=np.int64)
     uniques = []
     for column in columns:
-        c, u = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=False)
+        c, u = pd.factorize(column, use_na_sentinel=False)
         codes = codes * len(u) + c
         uniques.append(u)
     combos, inverse = np.unique(codes, return_inverse=True)
@@ -196,21 +208,20 @@ def _phase_tables(hw, act_dtype: np.ndarray) -> dict:
     return {"phase_kernels": kernels, "phase_mem_eff": eff}
 
 
-#: Placements/probabilities injected by ``predict(..., placement=Placement, q=array)``, keyed by
-#: the token that stands in for their spec strings in the signature.
-_INJECTED: dict[str, object] = {}
-
-
-def _group_setup(sig: dict):
-    hw = load_profile(sig["hardware"])
+def _group_setup(sig: dict, q: np.ndarray | None = None, place: Placement | None = None,
+                 profiles: dict | None = None):
+    """(profile, ``q``, placement, copies per token) of one signature group; ``q`` and ``place``
+    come from the signature's specs unless given; ``profiles`` memoises loaded profiles."""
+    profiles = {} if profiles is None else profiles
+    if sig["hardware"] not in profiles:
+        profiles[sig["hardware"]] = load_profile(sig["hardware"])
+    hw = profiles[sig["hardware"]]
     experts, top_k, ep, seed = (int(sig[k]) for k in ("experts", "top_k", "ep", "seed"))
-    q = _INJECTED.get(sig["routing"])
+    if place is None and q is not None:
+        place = build_placement(sig["placement"], experts, ep, q)
     if q is None:
         q = _inclusion(sig["routing"], experts, top_k, seed)
-    place = _INJECTED.get(sig["placement"])
-    if place is None and sig["routing"] in _INJECTED:
-        place = placement_mod.build_placement(sig["placement"], experts, ep, q)
-    elif place is None:
+    if place is None:
         place = _placement(sig["placement"], experts, ep, sig["routing"], top_k, seed)
     copies = traffic.copies_per_token(sig["a2a_kernel"], place, q, top_k, int(sig["num_groups"]),
                                       int(sig["topk_groups"]), hw.scale_up.domain_size,
@@ -218,9 +229,11 @@ def _group_setup(sig: dict):
     return hw, q, place, copies
 
 
-def _evaluate_group(sig: dict, sub: dict, idx: np.ndarray, outputs: dict) -> None:
+def _evaluate_group(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None,
+                    place_given=None, profiles: dict | None = None) -> None:
+    """Outputs of one signature group, whose columns are ``sub``, into ``outputs[...][at]``."""
     try:
-        hw, q, place, copies = _group_setup(sig)
+        hw, q, place, copies = _group_setup(sig, q_given, place_given, profiles)
         rows = _layer_rows(sub, hw)
     except ConfigError as exc:
         where = ", ".join(f"{k}={sig[k]}" for k in ("hardware", "experts", "ep", "placement"))
@@ -247,7 +260,7 @@ def _evaluate_group(sig: dict, sub: dict, idx: np.ndarray, outputs: dict) -> Non
     half = evaluate(rows.subset(two, 0.5))[0]["phases"] if two.any() else None
     result = assemble_outputs(costs, overlap, half, rows, sub, hw, place, imbalance)
     for name, values in result.items():
-        outputs[name][idx] = values
+        outputs[name][at] = values
 
 
 def _split_overrides(overrides: dict) -> tuple[dict, dict]:
@@ -271,67 +284,53 @@ def predict(model="mixtral-8x7b", hardware="h100-sxm", tokens: int = 1, *, mode:
     field (``ep``, ``placement``, ``routing``, ``overlap``, ``experts``, ``top_k`` ...).
     ``mode='montecarlo'`` samples ``samples`` routed batches and reports mean and p99.
     ``placement`` may also be a ``Placement`` object and ``q`` an array of per-expert inclusion
-    probabilities (``sum(q) == top_k``): how placement search evaluates candidates.
+    probabilities (``sum(q) == top_k``): how placement search evaluates candidates; the result's
+    ``config`` then reads ``'explicit'`` for them.
     """
-    injected = {}
-    if isinstance(overrides.get("placement"), placement_mod.Placement):
-        injected["placement"] = overrides.pop("placement")
-    if "q" in overrides:
-        injected["routing"] = np.asarray(overrides.pop("q"), dtype=float)
-    if injected:
-        return _predict_injected(model, hardware, tokens, injected, mode, samples, overrides)
+    if mode not in ("expected", "montecarlo"):
+        raise ConfigError(f"unknown mode '{mode}'; expected 'expected' or 'montecarlo'", field="mode")
+    place = overrides.pop("placement") if isinstance(overrides.get("placement"), Placement) else None
+    q = np.asarray(overrides.pop("q"), dtype=float) if "q" in overrides else None
+    if place is not None:
+        overrides["ep"] = place.num_devices
     model_kw, run_kw = _split_overrides(overrides)
     moe = load_model(model, **model_kw)
+    if q is not None and (q.shape != (moe.experts,) or not (np.isfinite(q).all() and q.min() >= 0
+                                                             and q.max() <= 1)
+                          or abs(q.sum() - moe.top_k) > 1e-6 * moe.top_k):
+        raise ConfigError(f"q must have one value in [0, 1] per expert ({moe.experts}) summing to "
+                          f"top_k ({moe.top_k})", field="q")
     run = validate_run({"tokens": tokens, **run_kw})
     hw = load_profile(hardware)
+    explicit = {k: "explicit" for k, given in (("placement", place), ("routing", q))
+                if given is not None}
     row = {**moe.model_dump(exclude={"name", "description", "source"}), **run.model_dump(),
-           "model": "custom", "hardware": str(hardware)}
-    frame = predict_many(pd.DataFrame([row]))
+           "model": "custom", "hardware": str(hardware), **explicit}
+    frame = _predict_rows(pd.DataFrame([row]), q, place)
     result = PredictResult.from_row(frame.iloc[0], model_name=moe.name, hardware=hw.name)
-    if mode == "expected":
-        return result
-    if mode != "montecarlo":
-        raise ConfigError(f"unknown mode '{mode}'; expected 'expected' or 'montecarlo'", field="mode")
-    from moesim.montecarlo import montecarlo
-
-    return montecarlo(result, frame, hw, samples)
+    if mode == "montecarlo":
+        result = _montecarlo(result, frame, samples, q, place)
+    return result
 
 
-def _predict_injected(model, hardware, tokens, injected: dict, mode, samples, overrides):
-    """predict() with a Placement object and/or an explicit q, through temporary spec tokens."""
-    keys = {}
-    for field, obj in injected.items():
-        key = f"<injected {field} {id(obj)}>"
-        _INJECTED[key] = obj
-        keys[field] = key
-    try:
-        if "routing" in keys:
-            q = injected["routing"]
-            moe = load_model(model, **{k: v for k, v in overrides.items() if k in MODEL_FIELDS})
-            if q.shape != (moe.experts,) or not (np.isfinite(q).all() and q.min() >= 0
-                                                  and q.max() <= 1) \
-                    or abs(q.sum() - moe.top_k) > 1e-6 * moe.top_k:
-                raise ConfigError(f"q must have one value in [0, 1] per expert ({moe.experts}) "
-                                  f"summing to top_k ({moe.top_k})", field="q")
-        if "placement" in keys:
-            overrides["ep"] = injected["placement"].num_devices
-        row_over = dict(overrides, **keys)
-        model_kw, run_kw = _split_overrides({k: v for k, v in row_over.items()
-                                             if k not in ("placement", "routing")})
-        moe = load_model(model, **model_kw)
-        run = validate_run({"tokens": tokens, **run_kw})
-        hw = load_profile(hardware)
-        row = {**moe.model_dump(exclude={"name", "description", "source"}), **run.model_dump(),
-               "model": "custom", "hardware": str(hardware)}
-        row.update({k: v for k, v in row_over.items() if k in ("placement", "routing")})
-        frame = _predict_rows(pd.DataFrame([row]))
-        result = PredictResult.from_row(frame.iloc[0], model_name=moe.name, hardware=hw.name)
-        if mode == "montecarlo":
-            from moesim.montecarlo import montecarlo
+def _montecarlo(expected: PredictResult, frame: pd.DataFrame, samples: int, q, place):
+    """``predict(mode='montecarlo')``: the one row of ``frame`` over ``samples`` routed batches."""
+    from moesim.montecarlo import MonteCarloSetup, montecarlo
 
-            result = montecarlo(result, frame, hw, samples)
-        result.config.update({k: "explicit" for k in keys})
-        return result
-    finally:
-        for key in keys.values():
-            _INJECTED.pop(key, None)
+    from moesim.config.limits import MAX_PREDICT_CELLS
+    from moesim.input_checks import row_cells
+
+    if not isinstance(samples, (int, np.integer)) or isinstance(samples, bool) or samples < 2:
+        raise ConfigError(f"samples must be an integer >= 2, got {samples!r}", field="samples")
+    most = int(MAX_PREDICT_CELLS // row_cells(frame, frame["experts"])[0])
+    if samples > most:
+        raise ConfigError(f"{samples:,} samples exceed the limit of {most:,} for this model "
+                          "(limits.MAX_PREDICT_CELLS: samples x expert slots)", field="samples")
+    row = frame.iloc[0]
+    hw, q, place, copies = _group_setup({k: row[k] for k in SIGNATURE}, q, place)
+    spec = parse_routing(row["routing"]) if row["routing"] != "explicit" else None
+    trace = load_trace(spec.path) if spec is not None and spec.kind == "trace" else None
+    sub = {c: np.repeat(frame[c].to_numpy(dtype=object), samples) for c in frame.columns}
+    setup = MonteCarloSetup(hw, device_params(hw), q, place, copies, sub, _layer_rows(sub, hw),
+                            trace)
+    return montecarlo(expected, row, setup, samples)

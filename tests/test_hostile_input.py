@@ -16,7 +16,7 @@ import pytest
 from moesim import predict, predict_many
 from moesim.config import ConfigError, load_model, load_profile
 from moesim.config.yamlio import load_yaml, load_yaml_text
-from moesim.core.routing import inclusion_probs
+from moesim.inputs import inclusion_probs
 from moesim.scenarios import load_scenario, scenario_from_text
 
 GOLDEN = Path(__file__).parent / "data" / "profiles" / "golden-gpu.yaml"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import moesim
 from moesim.config import ConfigError, load_profile
-from moesim.core import offload as core
+from moesim.core import expert_cache as core
 from moesim.core.routing import inclusion_probs
 from moesim.offload import (
     DEFAULT_SHAPE,

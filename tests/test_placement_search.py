@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import moesim
+from moesim import inputs
 from moesim.config import ConfigError, MoEModel, load_profile
-from moesim.core.placement import build_placement, contiguous
+from moesim.core.placement import contiguous
 from moesim.core.routing import inclusion_probs
 from moesim.placement_search import comparison as cmp
 from moesim.placement_search import strategies as strat
@@ -202,7 +203,7 @@ def test_placement_file_round_trip(tmp_path, suffix):
     back, meta = read_placement(path, 64)
     assert back.as_lists() == place.as_lists()
     assert meta["strategy"] == "greedy+ls" and meta["predicted_time_s"] == 1e-3
-    again = build_placement(str(path), 64, 8, q)  # what predict/scenarios use
+    again = inputs.build_placement(str(path), 64, 8, q)  # what predict/scenarios use
     assert np.allclose(again.device_load(q), place.device_load(q))
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from moesim import inputs
 from moesim.config import ConfigError
 from moesim.core import placement, routing, traffic
 
@@ -31,29 +32,11 @@ def test_capping_keeps_popularity_order(shares, data):
     assert (np.diff(q[order]) >= -1e-12).all()
 
 
-@settings(max_examples=100, deadline=None)
-@given(ek=experts_k, spec=specs, t1=st.integers(1, 1000), t2=st.integers(1, 1000))
-def test_expected_distinct_experts_bounded_and_monotone(ek, spec, t1, t2):
-    experts, top_k = ek
-    q = routing.inclusion_probs(spec, experts, top_k)
-    lo, hi = sorted((t1, t2))
-    d_lo, d_hi = routing.expected_distinct_experts(q, [lo, hi])
-    assert top_k - 1e-9 <= d_lo <= d_hi + 1e-9 <= min(experts, hi * top_k) + 1e-6
-
-
-def test_sampled_counts_match_expectation():
-    rng = np.random.default_rng(0)
-    q = routing.inclusion_probs("zipf:1.1", 32, 4)
-    counts = routing.sample_counts(q, 512, 4, 4000, rng)
-    assert (counts.sum(axis=1) == 512 * 4).all()
-    assert counts.mean(axis=0) == pytest.approx(512 * q, rel=0.03, abs=0.5)
-
-
 def test_trace_gives_empirical_inclusion(tmp_path):
     ids = np.array([[0, 1], [0, 2], [0, 3], [1, 2]])
     path = tmp_path / "trace.csv"
     np.savetxt(path, ids, delimiter=",", fmt="%d")
-    q = routing.inclusion_probs(f"trace:{path}", 4, 2)
+    q = inputs.inclusion_probs(f"trace:{path}", 4, 2)
     assert q.tolist() == [0.75, 0.5, 0.5, 0.25]
 
 
@@ -70,7 +53,7 @@ def test_trace_with_wrong_shape_names_file(tmp_path):
     path = tmp_path / "t.csv"
     np.savetxt(path, np.array([[0, 1, 2]]), delimiter=",", fmt="%d")
     with pytest.raises(ConfigError, match="top_k=2") as err:
-        routing.inclusion_probs(f"trace:{path}", 8, 2)
+        inputs.inclusion_probs(f"trace:{path}", 8, 2)
     assert str(path) in str(err.value)
 
 
@@ -129,7 +112,7 @@ def test_device_hit_probability_is_hypergeometric_for_uniform(layout, top_k, kin
 def test_explicit_placement_file(tmp_path):
     path = tmp_path / "place.yaml"
     path.write_text("devices:\n  - [0, 1, 2]\n  - [3, 0, 1]\n")
-    p = placement.build_placement(str(path), 4, 2, np.full(4, 0.5))
+    p = inputs.build_placement(str(path), 4, 2, np.full(4, 0.5))
     assert p.as_lists() == [[0, 1, 2], [3, 0, 1]]
     assert p.replicas().tolist() == [2, 2, 1, 1]
 
@@ -142,7 +125,7 @@ def test_bad_placement_file_names_file(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=match) as err:
-        placement.build_placement(str(path), 4, 2, np.full(4, 0.5))
+        inputs.build_placement(str(path), 4, 2, np.full(4, 0.5))
     assert str(path) in str(err.value)
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from moesim.cli import main
-from moesim.scenarios import io
+from moesim import fileio as io
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from moesim.config import ConfigError
-from moesim.scenarios import io, load_scenario, run_scenario, scenario_from_text
+from moesim import fileio as io
+from moesim.scenarios import load_scenario, run_scenario, scenario_from_text
 
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios"
 #: The scenarios this module ships (others in scenarios/ belong to the measurement side).

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import moesim
+from moesim import inputs
 from moesim.config import ConfigError
 from moesim.core import routing
 from moesim.traces import io, stats
@@ -87,11 +88,11 @@ def test_trace_round_trip_and_layer_selection(tmp_path):
     assert trace.layers == [1, 3] and trace.num_tokens == 300 and trace.num_topk == 2
     assert trace.ids[1].dtype == np.int16 and trace.weights[3].dtype == np.float16
     assert trace.metadata["model"] == "synthetic"
-    assert np.array_equal(routing.load_trace(f"{path}@3"), ids[3])
-    assert np.array_equal(routing.load_trace(path), np.concatenate([ids[1], ids[3]]))
-    q = routing.inclusion_probs(f"trace:{path}@1", 16, 2)
+    assert np.array_equal(io.load_trace(f"{path}@3"), ids[3])
+    assert np.array_equal(io.load_trace(path), np.concatenate([ids[1], ids[3]]))
+    q = inputs.inclusion_probs(f"trace:{path}@1", 16, 2)
     assert q == pytest.approx(np.bincount(ids[1].ravel(), minlength=16) / 300)
-    assert routing.inclusion_probs(f"trace:{path}", 16, 2).sum() == pytest.approx(2)
+    assert inputs.inclusion_probs(f"trace:{path}", 16, 2).sum() == pytest.approx(2)
 
 
 def test_montecarlo_predict_runs_on_a_trace_layer():
@@ -137,19 +138,19 @@ def test_bad_trace_files_name_the_file_and_the_expectation(tmp_path, name, make,
     if make:
         make(path)
     with pytest.raises(ConfigError, match=match) as err:
-        routing.load_trace(path)
+        io.load_trace(path)
     assert str(path) in str(err.value) and err.value.field == "routing"
 
 
 def test_bad_layer_selection(tmp_path):
     path = write(tmp_path, {0: synthetic("uniform", 8, 2, 10)}, 8)
     with pytest.raises(ConfigError, match=r"no layer 5 in the trace; expected one of \[0\]") as e:
-        routing.inclusion_probs(f"trace:{path}@5", 8, 2)
+        inputs.inclusion_probs(f"trace:{path}@5", 8, 2)
     assert str(path) in str(e.value)
     with pytest.raises(ConfigError, match="top_k=4"):
-        routing.inclusion_probs(f"trace:{path}", 8, 4)
+        inputs.inclusion_probs(f"trace:{path}", 8, 4)
     with pytest.raises(ConfigError, match="FILE.npz@LAYER"):
-        routing.load_trace(tmp_path / "t.csv@2")
+        io.load_trace(tmp_path / "t.csv@2")
 
 
 # --- statistics -------------------------------------------------------------------------------

@@ -17,14 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="moesim", description="Predict and measure Mixture-of-Experts layer performance.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"moesim.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"moesim.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+    for name in COMMANDS:  # a missing module is an ImportError: every subcommand must exist
+        importlib.import_module(f"moesim.cli.{name}").register(sub)
     return parser
 
 

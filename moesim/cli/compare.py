@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if "compute_dtype" in table and args.fallback_dtype:
         print(f"* computes in {args.fallback_dtype} (--fallback-dtype)")
     if args.csv:
-        from moesim.scenarios.io import write_csv
+        from moesim.fileio import write_csv
 
         write_csv(args.csv, table)
         print(f"wrote {args.csv}")

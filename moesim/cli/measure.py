@@ -141,7 +141,7 @@ def measure_scenario(args: argparse.Namespace) -> int:
 def write_outputs(scenario, table, out: Path, settings, command, elapsed_s: float) -> list[Path]:
     """results.csv, scenario.yaml, metadata.json (with measurement provenance), report.html."""
     from moesim.measure.scenario_hook import measurement_metadata
-    from moesim.scenarios import io
+    from moesim import fileio as io
     from moesim.scenarios.metadata import build_metadata
 
     files = [io.write_csv(out / "results.csv", table),

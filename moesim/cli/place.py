@@ -44,7 +44,7 @@ def _loads(args, model):
         from moesim.placement_search.traces import load_batch_loads
 
         return load_batch_loads(args.trace, model.experts, args.batch_tokens or args.tokens * args.ep)
-    from moesim.core.routing import inclusion_probs
+    from moesim.inputs import inclusion_probs
 
     return inclusion_probs(args.routing, model.experts, model.top_k, args.seed)
 

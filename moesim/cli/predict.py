@@ -5,7 +5,7 @@ import argparse
 
 
 def _routing(text: str) -> str:
-    from moesim.core.routing import parse_routing
+    from moesim.config.specs import parse_routing
 
     parse_routing(text)
     return text

@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moesim.reports import write_report
-    from moesim.scenarios.io import read_table
+    from moesim.fileio import read_table
 
     path = Path(args.table)
     table = read_table(path)

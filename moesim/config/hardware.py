@@ -23,8 +23,6 @@ from moesim.config.yamlio import LocatedYaml, load_yaml, pydantic_error
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
 
-Basis = Literal["datasheet", "measured", "assumption"]
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

@@ -54,7 +54,7 @@ class RunConfig(BaseModel):
     @field_validator("routing")
     @classmethod
     def _routing(cls, value: str) -> str:
-        from moesim.core.routing import parse_routing
+        from moesim.config.specs import parse_routing
 
         if len(value) > MAX_ROUTING_SPEC_CHARS:
             raise ValueError(limit_error("routing spec length", len(value),

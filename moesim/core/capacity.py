@@ -13,7 +13,9 @@ Sampled counts are simply clipped at ``C``. Source: Lepikhin et al. 2020 (GShard
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtr
+
+_SQRT_2PI = np.sqrt(2 * np.pi)
 
 
 def slot_capacity(capacity_factor, tokens_total, top_k: int, experts: int,
@@ -28,7 +30,7 @@ def expected_excess(mu: np.ndarray, sd: np.ndarray, cap: np.ndarray) -> np.ndarr
     """E[(X - cap)+] for X ~ N(mu, sd^2); exact ``max(mu - cap, 0)`` where sd == 0."""
     safe = np.where(sd > 0, sd, 1.0)
     z = (mu - cap) / safe
-    gauss = (mu - cap) * norm.cdf(z) + safe * norm.pdf(z)
+    gauss = (mu - cap) * ndtr(z) + safe * np.exp(-z**2 / 2.0) / _SQRT_2PI  # Phi(z), phi(z)
     return np.where(sd > 0, gauss, np.maximum(mu - cap, 0.0))
 
 

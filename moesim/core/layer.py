@@ -28,7 +28,6 @@ from moesim.core import comm, gemm
 
 PHASES = ("router", "permute", "dispatch", "experts", "shared_experts", "combine", "unpermute")
 COMPUTE_PHASES = ("router", "permute", "experts", "shared_experts", "unpermute")
-OVERLAP_MODES = ("none", "shared", "two-batch")
 
 
 @dataclass(frozen=True)

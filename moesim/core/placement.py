@@ -5,17 +5,17 @@ A placement is a list of *slots*: slot ``i`` holds a copy of expert ``slot_exper
 of one expert split its tokens evenly, as EPLB's redundant experts do). Every device holds the
 same number of slots. Specs: ``contiguous``, ``round-robin``, ``balanced`` (greedy by expected
 load), ``replicated:R`` (R redundant slots for the hottest experts, then balanced), or a YAML/JSON
-file ``{devices: [[expert ids of device 0], ...]}``.
+file ``{devices: [[expert ids of device 0], ...]}`` (read by ``moesim.inputs``; core takes the
+lists, :func:`from_device_lists`).
 """
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from moesim.config.errors import ConfigError
+from moesim.config.errors import ConfigError, unknown
 
 PLACEMENT_KINDS = ("contiguous", "round-robin", "balanced", "replicated")
 
@@ -48,7 +48,9 @@ class Placement:
         return [self.slot_expert[self.slot_device == d].tolist() for d in range(self.num_devices)]
 
 
-def _from_lists(devices: list[list[int]], experts: int, source: str = "placement") -> Placement:
+def from_device_lists(devices: list[list[int]], experts: int,
+                      source: str = "placement") -> Placement:
+    """Placement from the expert ids of each device ``[num_devices][slots_per_device]``."""
     num_devices = len(devices)
     sizes = {len(d) for d in devices}
     if len(sizes) != 1:
@@ -80,13 +82,13 @@ def _check_divides(experts: int, num_devices: int, redundant: int = 0) -> int:
 def contiguous(experts: int, num_devices: int) -> Placement:
     """Device d holds experts [d*E/D, (d+1)*E/D)."""
     per = _check_divides(experts, num_devices)
-    return _from_lists([list(range(d * per, (d + 1) * per)) for d in range(num_devices)], experts)
+    return from_device_lists([list(range(d * per, (d + 1) * per)) for d in range(num_devices)], experts)
 
 
 def round_robin(experts: int, num_devices: int) -> Placement:
     """Expert e on device e mod D."""
     _check_divides(experts, num_devices)
-    return _from_lists([list(range(d, experts, num_devices)) for d in range(num_devices)], experts)
+    return from_device_lists([list(range(d, experts, num_devices)) for d in range(num_devices)], experts)
 
 
 def _pack(slot_loads: list[tuple[float, int]], num_devices: int, per_device: int) -> list[list[int]]:
@@ -113,7 +115,7 @@ def balanced(q: np.ndarray, num_devices: int) -> Placement:
     """Greedy (LPT) packing of experts by expected load ``q``, equal expert count per device."""
     experts = q.size
     per = _check_divides(experts, num_devices)
-    return _from_lists(_pack([(float(q[e]), e) for e in range(experts)], num_devices, per), experts)
+    return from_device_lists(_pack([(float(q[e]), e) for e in range(experts)], num_devices, per), experts)
 
 
 def replica_counts(loads: np.ndarray, num_slots: int, max_copies: int) -> np.ndarray:
@@ -146,27 +148,7 @@ def replicated(q: np.ndarray, num_devices: int, redundant: int) -> Placement:
                           "hold without duplicating an expert on a device", field="placement")
     copies = replica_counts(q, experts + redundant, num_devices)
     slots = [(float(q[e]) / copies[e], e) for e in range(experts) for _ in range(copies[e])]
-    return _from_lists(_pack(slots, num_devices, per), experts)
-
-
-def load_placement_file(path: str | Path, experts: int, num_devices: int) -> Placement:
-    from moesim.config.files import load_json_file
-    from moesim.config.yamlio import load_yaml
-
-    path = Path(path)
-    data = load_json_file(path, "placement") if path.suffix == ".json" else load_yaml(path).data
-    devices = data.get("devices") if isinstance(data, dict) else None
-    if not isinstance(devices, list) or not all(
-            isinstance(d, list) and d and all(type(e) is int for e in d) for d in devices):
-        raise ConfigError("expected 'devices: [[expert ids of device 0], ...]' (non-empty lists "
-                          "of integers)", file=str(path), field="devices")
-    if len(devices) != num_devices:
-        raise ConfigError(f"file has {len(devices)} devices; expected ep = {num_devices}",
-                          file=str(path), field="devices")
-    try:
-        return _from_lists(devices, experts, source="devices")
-    except ConfigError as exc:
-        raise exc.located(file=str(path)) from None
+    return from_device_lists(_pack(slots, num_devices, per), experts)
 
 
 def build_placement(spec: str, experts: int, num_devices: int, q: np.ndarray) -> Placement:
@@ -187,12 +169,5 @@ def build_placement(spec: str, experts: int, num_devices: int, q: np.ndarray) ->
             raise ConfigError(f"bad redundant slot count in '{spec}'; expected 'replicated:R'",
                               field="placement") from None
         return replicated(q, num_devices, redundant)
-    path = Path(spec)
-    if path.suffix in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise ConfigError("placement file not found", file=str(path), field="placement")
-        return load_placement_file(path, experts, num_devices)
-    from moesim.config.errors import unknown
-
     raise ConfigError(unknown("placement", spec, PLACEMENT_KINDS) +
                       " (or 'replicated:R', or a .yaml/.json placement file)", field="placement")

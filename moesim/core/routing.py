@@ -2,121 +2,23 @@
 
 A distribution is summarised by ``q[e]``: the probability that one token selects expert ``e``
 among its ``top_k`` (so ``sum(q) == top_k`` and ``q <= 1``). Expected counts are ``tokens * q``.
-Specs: ``uniform``, ``zipf:S`` (share of expert of rank r proportional to r**-S, ranks placed on
+Specs (grammar in :mod:`moesim.config.specs`): ``uniform``, ``zipf:S`` (share of expert of rank r proportional to r**-S, ranks placed on
 experts by a seeded permutation), ``lognormal:SIGMA`` (expert shares drawn i.i.d. from a
 log-normal with log-scale standard deviation SIGMA, seeded by the run seed; SIGMA = 0 is uniform;
 ``moesim trace stats`` fits SIGMA to a recorded trace), ``probs:p0,p1,...`` (explicit shares),
 ``trace:PATH`` (expert ids, one row per token, ``top_k`` columns; ``.npy``, whitespace/comma
 text, or a ``moesim trace record`` ``.npz``: all its layers pooled, or one layer with
 ``trace:PATH.npz@LAYER``, LAYER being the model's decoder-layer index).
-Shares are turned into ``q`` by :func:`cap_inclusion`.
+Shares are turned into ``q`` by :func:`cap_inclusion`. Pure: a trace's expert ids come in as an
+array (``moesim.inputs.inclusion_probs`` reads the file, :func:`moesim.traces.io.load_trace`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from moesim.config.errors import ConfigError
-from moesim.config.files import checked_size
-from moesim.config.limits import (MAX_EXPERTS, MAX_ROUTING_SKEW, MAX_TEXT_TRACE_BYTES,
-                                  MAX_TRACE_BYTES, limit_error)
-
-ROUTING_KINDS = ("uniform", "zipf", "lognormal", "probs", "trace")
-
-
-@dataclass(frozen=True)
-class Routing:
-    """A parsed routing spec. ``param`` is the Zipf exponent or log-normal sigma; ``values``
-    explicit shares; ``path`` a trace file, with its ``@LAYER`` suffix if one was given."""
-
-    kind: str
-    param: float = 0.0
-    values: tuple[float, ...] = ()
-    path: str = ""
-
-    @property
-    def label(self) -> str:
-        if self.kind in ("zipf", "lognormal"):
-            return f"{self.kind}:{self.param:g}"
-        if self.kind == "trace":
-            return f"trace:{self.path}"
-        if self.kind == "probs":
-            return "probs:" + ",".join(f"{v:g}" for v in self.values)
-        return self.kind
-
-
-@lru_cache(maxsize=1024)
-def parse_routing(spec: str) -> Routing:
-    """Parse a routing spec string; a bad one is a ConfigError naming ``routing``."""
-    text = str(spec).strip()
-    kind, _, arg = text.partition(":")
-    expected = ("expected 'uniform', 'zipf:S' (S >= 0), 'lognormal:SIGMA' (SIGMA >= 0), "
-                "'probs:p0,p1,...' or 'trace:PATH[@LAYER]'")
-    if kind == "uniform" and not arg:
-        return Routing("uniform")
-    if kind in ("zipf", "lognormal"):
-        what = "Zipf exponent" if kind == "zipf" else "log-normal sigma"
-        try:
-            s = float(arg)
-        except ValueError:
-            raise ConfigError(f"bad {what} in '{text}'; {expected}", field="routing") from None
-        if not 0 <= s <= MAX_ROUTING_SKEW:  # also refuses nan
-            raise ConfigError(f"{what} must be >= 0 and finite, at most {MAX_ROUTING_SKEW:g} "
-                              f"(limits.MAX_ROUTING_SKEW: beyond it shares underflow), got {s}",
-                              field="routing")
-        return Routing(kind, param=s)
-    if kind == "probs":
-        if arg.count(",") >= MAX_EXPERTS:
-            raise ConfigError(limit_error("probs values", arg.count(",") + 1, MAX_EXPERTS,
-                                          "MAX_EXPERTS"), field="routing")
-        try:
-            values = tuple(float(v) for v in arg.split(","))
-        except ValueError:
-            raise ConfigError(f"bad probabilities in '{text}'; {expected}", field="routing") from None
-        if not all(0 <= v < np.inf for v in values) or not 0 < sum(values) < np.inf:
-            raise ConfigError("probabilities must be finite and >= 0 with a positive, finite "
-                              "sum", field="routing")
-        return Routing("probs", values=values)
-    if kind == "trace" and arg:
-        return Routing("trace", path=arg)
-    raise ConfigError(f"unknown routing '{text}'; {expected}", field="routing")
-
-
-def load_trace(path: str | Path) -> np.ndarray:
-    """Expert ids ``[num_tokens, top_k]`` (int64) from ``.npy``, text or a trace ``.npz``.
-
-    ``FILE.npz`` pools all recorded layers (stacked layer after layer along tokens);
-    ``FILE.npz@LAYER`` takes one layer (see :mod:`moesim.traces.io`).
-    """
-    from moesim.traces.io import check_decoded_size, split_layer, trace_ids
-
-    file, layer = split_layer(str(path))
-    if Path(file).suffix == ".npz":
-        return trace_ids(file, layer).astype(np.int64)
-    if layer is not None and not Path(path).exists():
-        raise ConfigError(f"'@{layer}' selects a layer of an .npz trace; expected "
-                          "'trace:FILE.npz@LAYER'", file=file, field="routing")
-    path = Path(path)
-    text = path.suffix != ".npy"
-    checked_size(path, MAX_TEXT_TRACE_BYTES if text else MAX_TRACE_BYTES,
-                 "MAX_TEXT_TRACE_BYTES" if text else "MAX_TRACE_BYTES", "routing", "trace")
-    if not text:
-        check_decoded_size(path)
-    try:
-        if path.suffix == ".npy":
-            ids = np.load(path, allow_pickle=False)
-        else:
-            ids = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read trace: {exc}", file=str(path), field="routing") from None
-    if ids.ndim != 2 or ids.size == 0:
-        raise ConfigError(f"trace must be a 2-D table [num_tokens, top_k], got shape {ids.shape}",
-                          file=str(path), field="routing")
-    return ids.astype(np.int64)
+from moesim.config.specs import Routing, parse_routing
 
 
 def cap_inclusion(shares: np.ndarray, top_k: int) -> np.ndarray:
@@ -158,8 +60,12 @@ def lognormal_shares(experts: int, sigma: float, seed: int = 0) -> np.ndarray:
     return np.exp(log_shares - log_shares.max())
 
 
-def inclusion_probs(routing: Routing | str, experts: int, top_k: int, seed: int = 0) -> np.ndarray:
-    """``q[e]``: probability that a token selects expert ``e``; ``sum(q) == top_k``."""
+def inclusion_probs(routing: Routing | str, experts: int, top_k: int, seed: int = 0,
+                    trace_ids: np.ndarray | None = None) -> np.ndarray:
+    """``q[e]``: probability that a token selects expert ``e``; ``sum(q) == top_k``.
+
+    A ``trace:`` spec needs the trace's expert ids ``trace_ids [num_tokens, top_k]``.
+    """
     if isinstance(routing, str):
         routing = parse_routing(routing)
     if routing.kind == "uniform":
@@ -173,32 +79,22 @@ def inclusion_probs(routing: Routing | str, experts: int, top_k: int, seed: int 
             raise ConfigError(f"probs has {len(routing.values)} values; expected one per expert "
                               f"({experts})", field="routing")
         return cap_inclusion(np.array(routing.values), top_k)
-    ids = load_trace(routing.path)
+    if trace_ids is None:
+        raise ValueError("a trace routing needs its expert ids (moesim.inputs reads the file)")
+    return trace_inclusion(trace_ids, experts, top_k, routing.path)
+
+
+def trace_inclusion(ids: np.ndarray, experts: int, top_k: int, source: str = "") -> np.ndarray:
+    """``q[e]`` = (rows of ``ids [num_tokens, top_k]`` that hold ``e``) / ``num_tokens``."""
     if ids.shape[1] != top_k or ids.max() >= experts or ids.min() < 0:
         raise ConfigError(f"trace has {ids.shape[1]} columns and ids in [{ids.min()}, {ids.max()}];"
                           f" expected top_k={top_k} columns and ids in [0, {experts - 1}]",
-                          file=routing.path, field="routing")
+                          file=source or None, field="routing")
     return np.bincount(ids.ravel(), minlength=experts) / ids.shape[0]
-
-
-def expected_distinct_experts(q: np.ndarray, tokens) -> np.ndarray:
-    """E[# experts hit by ``tokens`` tokens] = sum_e 1 - (1 - q_e)**tokens (tokens independent)."""
-    tokens = np.asarray(tokens, dtype=float)[..., None]
-    return (1.0 - (1.0 - q) ** tokens).sum(axis=-1)
 
 
 def expected_max_std_normal(n) -> np.ndarray:
     """E[max of n iid N(0,1)], Blom's approximation Phi^-1((n - 0.375) / (n + 0.25)); 0 for n=1."""
     n = np.asarray(n, dtype=float)
-    return norm.ppf((n - 0.375) / (n + 0.25))
+    return ndtri((n - 0.375) / (n + 0.25))
 
-
-def sample_counts(q: np.ndarray, tokens: int, top_k: int, samples: int,
-                  rng: np.random.Generator) -> np.ndarray:
-    """Per-expert token counts ``[samples, experts]`` for ``tokens`` tokens.
-
-    Multinomial over the ``tokens * top_k`` (token, expert) pairs with probabilities ``q/top_k``:
-    the same means as top-k-without-replacement and variance ``tokens*q*(1-q/top_k)`` instead of
-    ``tokens*q*(1-q)`` (the distinctness constraint is dropped; close when ``q`` is small).
-    """
-    return rng.multinomial(tokens * top_k, q / top_k, size=samples)

@@ -137,8 +137,7 @@ def config_key(model: MoEModel, run, settings: MeasureSettings) -> str:
 def build_case(row: dict, settings: MeasureSettings) -> dict:
     """The worker's case for one row: model, tokens per rank, the cost model's ``q`` and
     placement, seeds and timing settings."""
-    from moesim.core.placement import build_placement
-    from moesim.core.routing import inclusion_probs
+    from moesim.inputs import build_placement, inclusion_probs
 
     model, run = row_model(row), row_run(row)
     dtype = check_measurable(model, run)

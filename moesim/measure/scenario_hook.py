@@ -156,7 +156,7 @@ def run_scenario_measurements(scenario, table: pd.DataFrame, out_dir, *,
     ``out_dir``: where ``measure.partial.jsonl`` lives (rerun to resume) and where
     ``measurement.json`` (device, settings, method, load, MAPE) is written.
     """
-    from moesim.scenarios.io import write_json
+    from moesim.fileio import write_json
 
     settings = settings or MeasureSettings()
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Placement files: ``devices: [[expert ids of device 0], ...]`` plus ``metadata``.
 
-``moesim predict --placement FILE`` (``moesim.core.placement.load_placement_file``), measurement
+``moesim predict --placement FILE`` (``moesim.inputs.load_placement_file``), measurement
 and scenarios read ``devices`` and ignore the rest; ``metadata`` records how the placement was
 chosen (strategy, predicted time, load imbalance, model, hardware, routing, moesim version).
 """
@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 
 from moesim.config.errors import ConfigError
-from moesim.core.placement import Placement, load_placement_file
+from moesim.core.placement import Placement
+from moesim.inputs import load_placement_file, placement_devices
 
 
 def write_placement(path: str | Path, place: Placement, metadata: dict | None = None) -> Path:
@@ -34,16 +35,10 @@ def write_placement(path: str | Path, place: Placement, metadata: dict | None = 
 
 def read_placement(path: str | Path, num_experts: int) -> tuple[Placement, dict]:
     """(Placement, metadata) from a placement file; the device count is read from the file."""
-    from moesim.config.yamlio import load_yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError("placement file not found", file=str(path), field="placement")
-    data = json.loads(path.read_text()) if path.suffix == ".json" else load_yaml(path).data
-    devices = data.get("devices") if isinstance(data, dict) else None
-    if not isinstance(devices, list):
-        raise ConfigError("expected 'devices: [[expert ids of device 0], ...]'", file=str(path),
-                          field="devices")
+    devices, data = placement_devices(path)
     return load_placement_file(path, num_experts, len(devices)), dict(data.get("metadata") or {})
 
 

@@ -5,7 +5,7 @@ Loads are ``[num_batches, num_experts]`` (token, expert) pairs per batch. Source
 - a ``.npz`` with an array ``loads`` ``[batches, experts]`` or ``[batches, layers, experts]``
   (``FILE.npz@LAYER`` picks a layer), as ``save_batch_loads`` writes;
 - a ``moesim trace record`` ``.npz`` (``FILE.npz@LAYER``; one layer, since a placement is per
-  layer) or any token table ``moesim.core.routing.load_trace`` reads (expert ids
+  layer) or any token table ``moesim.traces.io.load_trace`` reads (expert ids
   ``[num_tokens, top_k]``), cut into consecutive batches of ``batch_tokens`` tokens.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from moesim.config.errors import ConfigError
-from moesim.core import routing
 from moesim.placement_search.proxy import inclusion_from_loads
+from moesim.traces.io import load_trace
 
 
 def _split_layer(spec: str) -> tuple[str, int | None]:
@@ -43,7 +43,7 @@ def load_batch_loads(spec: str, num_experts: int, batch_tokens: int | None = Non
         if layer is None and len(read_trace(path).layers) > 1:
             raise ConfigError("the trace records several layers; pick one as FILE.npz@LAYER "
                               "(a placement is per layer)", file=path, field="trace")
-    ids = routing.load_trace(f"{path}@{layer}" if layer is not None else path)
+    ids = load_trace(f"{path}@{layer}" if layer is not None else path)
     if ids.min() < 0 or ids.max() >= num_experts:
         raise ConfigError(f"trace ids must be in [0, {num_experts - 1}]", file=path, field="trace")
     per = int(batch_tokens) if batch_tokens else ids.shape[0]

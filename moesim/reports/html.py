@@ -69,7 +69,7 @@ def render(data: ReportData, figures_wanted="all", table_rows: int = 200) -> str
 def write_report(table: pd.DataFrame, path: str | Path, meta: dict | None = None,
                  figures_wanted="all", table_rows: int = 200) -> Path:
     """Render ``table`` and write it atomically to ``path``."""
-    from moesim.scenarios.io import write_text
+    from moesim.fileio import write_text
 
     page = render(ReportData(table, meta or {}), figures_wanted, table_rows)
     return write_text(path, page)

@@ -143,8 +143,8 @@ def _check_conflicts(sc: Scenario) -> None:
 
 def _check_run_values(sc: Scenario) -> None:
     """Every swept run value is valid: per field, the values that stand for the others (run
-    checks are per field and interval-shaped; see moesim.inputs.representatives)."""
-    from moesim.inputs import representatives
+    checks are per field and interval-shaped; see moesim.input_checks.representatives)."""
+    from moesim.input_checks import representatives
 
     base = {"tokens": 1, **sc.run}
     for axis in sc.axes:
@@ -204,8 +204,7 @@ def _field_values(sc: Scenario, name: str, default=None) -> dict:
 
 def _check_placements(sc: Scenario) -> None:
     """Each placement builds for every experts x ep the scenario uses (divisibility etc.)."""
-    from moesim.core.placement import build_placement
-    from moesim.core.routing import inclusion_probs
+    from moesim.inputs import build_placement, inclusion_probs
 
     placements = _field_values(sc, "placement", "contiguous")
     experts = _field_values(sc, "experts")

@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from moesim import fileio as io
 from moesim.config import ConfigError
 from moesim.config.limits import MAX_PREDICT_CELLS
-from moesim.inputs import row_cells
+from moesim.input_checks import row_cells
 from moesim.predict import SIGNATURE, predict_many
-from moesim.scenarios import io
 from moesim.scenarios.checks import measurement_hook
 from moesim.scenarios.metadata import build_metadata
 from moesim.scenarios.sweep import expand

@@ -23,7 +23,7 @@ import numpy as np
 
 from moesim.config.errors import ConfigError
 from moesim.config.files import checked_size
-from moesim.config.limits import MAX_TRACE_BYTES, limit_error
+from moesim.config.limits import MAX_TEXT_TRACE_BYTES, MAX_TRACE_BYTES, limit_error
 
 FORMAT = "moesim-trace"
 FORMAT_VERSION = 1
@@ -212,3 +212,34 @@ def trace_ids(path: str | Path, layer: int | None = None) -> np.ndarray:
         raise ConfigError(f"no layer {layer} in the trace; expected one of {trace.layers}",
                           file=str(path), field="routing")
     return trace.ids[layer]
+
+
+def load_trace(path: str | Path) -> np.ndarray:
+    """Expert ids ``[num_tokens, top_k]`` (int64) from ``.npy``, text or a trace ``.npz``.
+
+    ``FILE.npz`` pools all recorded layers (stacked layer after layer along tokens);
+    ``FILE.npz@LAYER`` takes one layer. ``trace:PATH`` routing specs name such a file.
+    """
+    file, layer = split_layer(str(path))
+    if Path(file).suffix == ".npz":
+        return trace_ids(file, layer).astype(np.int64)
+    if layer is not None and not Path(path).exists():
+        raise ConfigError(f"'@{layer}' selects a layer of an .npz trace; expected "
+                          "'trace:FILE.npz@LAYER'", file=file, field="routing")
+    path = Path(path)
+    text = path.suffix != ".npy"
+    checked_size(path, MAX_TEXT_TRACE_BYTES if text else MAX_TRACE_BYTES,
+                 "MAX_TEXT_TRACE_BYTES" if text else "MAX_TRACE_BYTES", "routing", "trace")
+    if not text:
+        check_decoded_size(path)
+    try:
+        if path.suffix == ".npy":
+            ids = np.load(path, allow_pickle=False)
+        else:
+            ids = np.loadtxt(path, delimiter="," if path.suffix == ".csv" else None, ndmin=2)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read trace: {exc}", file=str(path), field="routing") from None
+    if ids.ndim != 2 or ids.size == 0:
+        raise ConfigError(f"trace must be a 2-D table [num_tokens, top_k], got shape {ids.shape}",
+                          file=str(path), field="routing")
+    return ids.astype(np.int64)

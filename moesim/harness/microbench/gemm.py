@@ -72,11 +72,6 @@ def grouped_layout(ctx: Context, dtype: str, k: int, n: int):
     return None
 
 
-def grouped_mm_works(ctx: Context, dtype: str, k: int, n: int) -> bool:
-    """Whether ``torch._grouped_mm`` runs for this dtype, device and shape."""
-    return grouped_layout(ctx, dtype, k, n) is not None
-
-
 def _loop(x: torch.Tensor, w: torch.Tensor, counts: list[int]) -> torch.Tensor:
     out = x.new_empty((x.shape[0], w.shape[2]))
     start = 0

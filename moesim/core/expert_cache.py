@@ -1,4 +1,5 @@
-"""Expert offloading: a device cache of experts in front of host memory, per MoE layer.
+"""Expert offloading: a device cache of experts in front of host memory, per MoE layer (the cache
+model; ``moesim.offload`` predicts decode throughput with it).
 
 Experts that do not fit in device memory live in host memory and are copied over the host link
 (PCIe, NVLink-C2C) when a decode step needs them. Each MoE layer has its own cache of ``C``

@@ -2,6 +2,7 @@
 
 An interrupted or failing writer leaves the previous file (or folder) untouched, and the next
 run removes what a killed one left behind: a folder never mixes files of two runs.
+Shared by scenarios, reports, measurement and the CLI (and ``read_table`` reads their tables).
 """
 from __future__ import annotations
 
