@@ -195,3 +195,9 @@ def build_placement(spec: str, experts: int, num_devices: int, q: np.ndarray) ->
 
     raise ConfigError(unknown("placement", spec, PLACEMENT_KINDS) +
                       " (or 'replicated:R', or a .yaml/.json placement file)", field="placement")
+
+
+def from_device_lists(devices: list[list[int]], experts: int) -> Placement:
+    """A Placement from expert ids per device (the slots of device 0 first, in list order;
+    replicas split their expert's tokens evenly); validated as placement files are."""
+    return _from_lists([[int(e) for e in d] for d in devices], experts)
