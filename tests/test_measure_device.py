@@ -145,3 +145,32 @@ def test_sampler_inclusion_matches_q_for_every_routing_kind():
         ids = sample_inclusion_ids(q, 20_000, top_k, seed=2)
         counts = np.bincount(ids.ravel(), minlength=64)
         assert _pearson(counts, q, 20_000) < stats.chi2.ppf(1 - 1e-4, df=64), routing
+
+
+def test_gpu_scenario_resolves_to_cuda_and_is_refused_on_the_cpu():
+    """validation-gpu's rows (a GPU profile in place of gpu-calibrated) are measured on cuda,
+    with keys of their own; naming the CPU is refused before any work."""
+    from pathlib import Path
+
+    from moesim.measure.cases import build_case
+    from moesim.scenarios import expand, scenario_from_text
+
+    text = (Path(__file__).resolve().parents[1] / "scenarios" / "validation-gpu.yaml").read_text()
+    rows = expand(scenario_from_text(text.replace("gpu-calibrated", "h100-sxm")))
+    with pytest.raises(ConfigError, match="refusing to measure on 'cpu'"):
+        resolve_device(MeasureSettings(device="cpu"), list(rows["hardware"]))
+    row = rows.to_dict(orient="records")[0]
+    gpu, cpu = (build_case(row, MeasureSettings(device=d)) for d in ("cuda", "cpu"))
+    assert gpu["device"] == "cuda" and cpu["device"] == "cpu" and gpu["key"] != cpu["key"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
+def test_gpu_runbook_refuses_to_run_without_a_gpu():
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_validation.sh"
+    proc = subprocess.run(["bash", str(script), "measure"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "refusing to time the CPU" in proc.stderr or "sees no CUDA device" in proc.stderr
