@@ -18,7 +18,7 @@ from moesim.core.routing import inclusion_probs  # noqa: E402
 from moesim.measure.forced import forced_topk_ids, sample_inclusion_ids  # noqa: E402
 from moesim.measure.layers import MoELayer  # noqa: E402
 from moesim.measure.naive import naive_moe  # noqa: E402
-from moesim.measure.routing import group_mask, select_topk  # noqa: E402
+from moesim.measure.router import group_mask, select_topk  # noqa: E402
 from moesim.harness.timing import NULL_TIMER  # noqa: E402
 from moesim.harness.timing import PhaseTimer as WallTimer  # noqa: E402
 

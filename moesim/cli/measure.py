@@ -36,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--timeout-s", type=float, default=600.0, dest="timeout_s",
                    help="seconds one config may run before its worker is stopped (default 600)")
     p.add_argument("--cache-mib", type=int, default=64, dest="cache_mib",
-                   help="weights each forward finds outside the cache (MiB over all ranks)")
+                   help="weights each forward finds outside the cache (MiB over all ranks; "
+                        "default 64 on a CPU, 2x the L2 cache on a GPU)")
     p.add_argument("--max-foreign", type=float, default=0.10, dest="max_foreign",
                    help="re-measure a config if other processes took more than this share of "
                         "the CPU while it was timed (default 0.10)")

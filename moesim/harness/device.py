@@ -142,6 +142,7 @@ def device_facts(device) -> dict:
         props = torch.cuda.get_device_properties(device)
         facts.update({"cuda": torch.version.cuda, "gpu_name_torch": props.name,
                       "sm_count": props.multi_processor_count,
+                      "l2_cache_bytes": getattr(props, "L2_cache_size", None),
                       "compute_capability": f"{props.major}.{props.minor}"})
         facts.update(nvml_facts(device.index or 0))
     return facts

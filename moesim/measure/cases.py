@@ -24,6 +24,10 @@ MEASURED_OVERLAPS = ("none", "shared", "two-batch")
 TORCH_DTYPES = ("fp32", "bf16", "fp16")
 
 
+#: Weights each forward finds outside the cache by default: 2x this machine's 32 MiB L3.
+DEFAULT_CACHE_BYTES = 64 << 20
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     """How each config is timed. ``threads``: torch threads per rank (None: the usable cores
@@ -42,7 +46,7 @@ class MeasureSettings:
     repeats: int = 20
     warmup: int = 3
     threads: int | None = 1
-    cache_bytes: int = 64 << 20
+    cache_bytes: int = DEFAULT_CACHE_BYTES
     timeout_s: float = 600.0
     max_foreign: float = 0.10
     attempts: int = 3
@@ -157,7 +161,8 @@ def resolve_device(settings: MeasureSettings, hardware: list[str]) -> tuple[Meas
     """(``settings`` with the measuring device, a warning or None). The device is
     ``settings.device`` or, when None, the one kind of device the ``hardware`` profiles
     describe; a ConfigError when a profile describes another kind (measured and predicted
-    times would be of different devices) or a CUDA device is not there. The warning names CPU
+    times would be of different devices) or a CUDA device is not there. On a GPU the default
+    ``cache_bytes`` becomes twice its L2 cache (the last level there). The warning names CPU
     profiles calibrated on another CPU model than this machine's."""
     from dataclasses import replace
 
@@ -168,7 +173,12 @@ def resolve_device(settings: MeasureSettings, hardware: list[str]) -> tuple[Meas
     kinds = {name: device.profile_device_type(p) for name, p in profiles.items()}
     chosen = device.measuring_device(settings.device, kinds)
     if plan_for(chosen).device_type == "cuda":
-        device.parse_device(chosen)  # a ConfigError when torch sees no such GPU
+        import torch
+
+        gpu = device.parse_device(chosen)  # a ConfigError when torch sees no such GPU
+        l2 = getattr(torch.cuda.get_device_properties(gpu), "L2_cache_size", 0)
+        if l2 and settings.cache_bytes == DEFAULT_CACHE_BYTES:  # 2x the GPU's last level
+            settings = replace(settings, cache_bytes=2 * int(l2))
         return replace(settings, device=chosen), None
     facts = {name: device.profile_device_facts(p) for name, p in profiles.items()}
     return replace(settings, device=chosen), device.cpu_model_warning(facts, device.cpu_model())

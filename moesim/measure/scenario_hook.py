@@ -241,10 +241,13 @@ METHOD = {
               "shortest over ranks (the exchange, not waiting for stragglers)",
     "routing": "forced: per-token systematic sampling with the cost model's inclusion "
                "probabilities q; placement from moesim.core.placement.build_placement",
-    "weights": "each rank rotates through layer copies whose weights exceed 2x L3 (DRAM reads)",
-    "allocator": "glibc M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB: freed memory reused",
-    "ranks": "1 torch thread per rank; rank r bound to core r when ranks <= cores (else the "
-             "scheduler balances them); gc off while timing",
+    "weights": "each rank rotates through layer copies whose weights exceed 2x the last-level "
+               "cache (L3 on CPUs, L2 on GPUs): weights read from DRAM/HBM",
+    "allocator": "CPU: glibc M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB: freed memory reused (GPU: "
+                 "torch's caching allocator)",
+    "ranks": "CPU: 1 torch thread per rank, rank r bound to core r when ranks <= cores (else "
+             "the scheduler balances them); GPU: one GPU per rank (cuda:LOCAL_RANK), NCCL, "
+             "phases timed between torch.cuda.synchronize calls; gc off while timing",
     "contamination": "configs during which other processes used > max_foreign of the CPU are "
                      "measured again (attempts); the cleanest attempt is kept",
 }
