@@ -87,7 +87,8 @@ def test_cpu_model_of_the_profile_is_checked():
 
 def test_settings_key_keeps_cpu_keys_and_separates_gpu_measurements():
     cpu, gpu = MeasureSettings(device="cpu"), MeasureSettings(device="cuda:0")
-    assert "device" not in cpu.key_fields(1) and cpu.key_fields(1) == MeasureSettings().key_fields(1)
+    assert "device" not in cpu.key_fields(1)
+    assert cpu.key_fields(1) == MeasureSettings().key_fields(1)
     assert gpu.key_fields(1)["device"] == "cuda"
     with pytest.raises(ConfigError, match="unknown device"):
         MeasureSettings(device="gpu")

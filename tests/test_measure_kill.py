@@ -4,9 +4,9 @@ no worker left behind; and a second measurement on a busy folder is refused.
 A tiny CPU scenario (ep 1: one worker process; ep 2: torchrun + two gloo ranks) is killed four
 times, alternately the ``moesim measure`` process alone and its whole process group, at a seeded
 random moment 0-1 s after a worker runs and the journal holds ``trial`` records (so the kills
-fall at every stage: starting, between configs, inside one); after each kill no process may still name the results folder within
-10 s (the workers die with their parent), and every record committed before the kill must
-still be in the journal. A last run completes: every config has exactly one record.
+fall at every stage: starting, between configs, inside one); after each kill no process may
+still name the results folder within 10 s (the workers die with their parent), and every record
+committed before the kill must still be in the journal. A last run completes: every config has exactly one record.
 """
 from __future__ import annotations
 

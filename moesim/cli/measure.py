@@ -12,7 +12,8 @@ calibrated on another CPU model than this one gets a warning.
 ``moesim measure --shared-profiles NAME-shared1 --ranks 2,4`` instead measures what one rank
 gets of this machine when R ranks share it and writes ``NAME-shared<R>.yaml`` beside the base
 profile (one rank alone, ``NAME-shared1``; see
-``moesim.calibration.shared_profiles.shared_profile_doc``): the profiles EP measurements are predicted with.
+``moesim.calibration.shared_profiles.shared_profile_doc``): the profiles EP measurements are
+predicted with.
 """
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def shared_profiles(args: argparse.Namespace) -> int:
 
 
 def measure_scenario(args: argparse.Namespace) -> int:
-    from moesim.measure.cases import MeasureSettings
+    from moesim.measure.cases import MeasureSettings, resolve_device
     from moesim.measure.journal import Journal
     from moesim.measure.scenario_hook import run_scenario_measurements
     from moesim.scenarios import evaluate, expand, load_scenario
@@ -132,14 +133,15 @@ def measure_scenario(args: argparse.Namespace) -> int:
                                cache_bytes=args.cache_mib << 20, max_foreign=args.max_foreign,
                                attempts=args.attempts, reuse_memory=not args.system_malloc,
                                passes=args.passes, device=args.device, timeout_s=args.timeout_s)
+    settings, cpu_warning = resolve_device(settings, list(table["hardware"]))
     if args.fresh:
         journal = Journal.in_folder(out)
         with journal.locked():
             journal.clear()
         journal.close()
-    warning = _quiet_enough()
-    if warning:
-        print(f"moesim: warning: {warning}", file=sys.stderr)
+    for warning in (cpu_warning, _quiet_enough()):
+        if warning:
+            print(f"moesim: warning: {warning}", file=sys.stderr)
     table = run_scenario_measurements(scenario, table, out, settings=settings,
                                       progress=lambda msg: print(msg, file=sys.stderr))
     command = "moesim " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else None

@@ -131,7 +131,8 @@ class RankContext:
         return self.backend is not None
 
 
-def init_rank(device: str = "cpu", timeout_s: float = 600, always_group: bool = False) -> RankContext:
+def init_rank(device: str = "cpu", timeout_s: float = 600,
+              always_group: bool = False) -> RankContext:
     """This process's rank under torchrun (one rank without it): device ``cuda:LOCAL_RANK``
     (set current) or ``cpu``, and the process group on the device's backend when there are
     several ranks (or ``always_group`` under torchrun). The rank dies with its parent."""

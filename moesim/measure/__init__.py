@@ -1,8 +1,8 @@
 """Measurement side of moesim: real MoE layers in torch, instrumented by phase.
 
-The only moesim package besides ``moesim.harness`` that imports torch. ``forced``, ``cases``, ``journal``, ``runner`` and
-``scenario_hook`` (``run_scenario_measurements``, the scenarios' ``mode: measure`` hook) are
-torch-free; the workers they launch import torch.
+The only moesim package besides ``moesim.harness`` that imports torch. ``forced``, ``cases``,
+``journal``, ``runner`` and ``scenario_hook`` (``run_scenario_measurements``, the scenarios'
+``mode: measure`` hook) are torch-free; the workers they launch import torch.
 Names are imported lazily, so ``moesim.measure.forced`` loads without torch.
 """
 from __future__ import annotations

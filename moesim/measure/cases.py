@@ -157,7 +157,8 @@ def settings_dict(settings: MeasureSettings) -> dict:
     return {**asdict(settings), "usable_cores": usable_cores()}
 
 
-def resolve_device(settings: MeasureSettings, hardware: list[str]) -> tuple[MeasureSettings, str | None]:
+def resolve_device(settings: MeasureSettings,
+                   hardware: list[str]) -> tuple[MeasureSettings, str | None]:
     """(``settings`` with the measuring device, a warning or None). The device is
     ``settings.device`` or, when None, the one kind of device the ``hardware`` profiles
     describe; a ConfigError when a profile describes another kind (measured and predicted

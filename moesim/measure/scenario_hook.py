@@ -164,10 +164,11 @@ def run_scenario_measurements(scenario, table: pd.DataFrame, out_dir, *,
     from moesim.scenarios.io import write_json
     from moesim.scenarios.metadata import git_commit
 
-    settings, warning = resolve_device(settings or MeasureSettings(),
-                                       list(table.get("hardware", [])))
-    if warning:
-        (progress or _warn)(f"warning: {warning}")
+    settings = settings or MeasureSettings()
+    if settings.device is None:  # the kind of device the rows' profiles describe
+        settings, warning = resolve_device(settings, list(table.get("hardware", [])))
+        if warning:
+            (progress or _warn)(f"warning: {warning}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     rows = table.to_dict(orient="records")
     commit, dirty = git_commit()

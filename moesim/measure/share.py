@@ -123,8 +123,12 @@ def run_share(duration_s: float, ctx: launch.RankContext, sink) -> None:
               "duration_s": duration_s, "load_1m": load_1m(), "torch": torch.__version__,
               "rates": {k: [r[k]["rate"] for r in per_rank] for k in SHARE_CASES},
               **({"sync": [r["sync"] for r in per_rank]} if num_ranks > 1 else {}),
-              "foreign_cpu_frac": {k: foreign_cpu([r[k]["window"] for r in per_rank])["foreign_cpu_frac"]
+              "foreign_cpu_frac": {k: _foreign_frac([r[k]["window"] for r in per_rank])
                                    for k in SHARE_CASES}})
+
+
+def _foreign_frac(windows: list[dict]) -> float:
+    return foreign_cpu(windows)["foreign_cpu_frac"]
 
 
 def append_line(path: str, record: dict) -> None:
