@@ -16,8 +16,9 @@ from moesim.config.dtypes import DTYPE_BYTES  # noqa: E402
 from moesim.core.traffic import token_bytes  # noqa: E402
 from moesim.measure.ep import EPMoELayer  # noqa: E402
 from moesim.measure.layers import MoELayer  # noqa: E402
-from moesim.measure.placement import (ReplicaTable, check_placement,  # noqa: E402
-                                      contiguous_placement, pairs_off_rank)
+from moesim.config import ConfigError  # noqa: E402
+from moesim.core.placement import contiguous, from_device_lists  # noqa: E402
+from moesim.measure.placement import ReplicaTable, pairs_off_rank  # noqa: E402
 
 SMALL = dict(hidden=16, expert_ffn=8, experts=8, top_k=2)
 
@@ -71,7 +72,7 @@ def test_two_batch_stack_equals_the_layers_in_sequence():
     """Two interleaved micro-batches through 3 layers give what each layer gives the whole
     batch in turn (one rank: identity exchanges)."""
     from moesim.measure.ep import two_batch_stack
-    from moesim.measure.timers import WallTimer
+    from moesim.harness.timing import PhaseTimer
 
     model = MoEModel(**SMALL, shared_experts=1, shared_expert_ffn=8)
     layers = [EPMoELayer(model, [list(range(8))], dtype="float64", seed=s) for s in (1, 2, 3)]
@@ -79,27 +80,31 @@ def test_two_batch_stack_equals_the_layers_in_sequence():
     ref = x
     for layer in layers:
         ref = layer(ref)
-    timer = WallTimer()
+    timer = PhaseTimer()
     torch.testing.assert_close(two_batch_stack(layers, x, timer), ref)
     assert timer.calls["router"] == 6 and timer.calls["shared_experts"] == 6
 
 
-def test_placement_validation():
-    assert contiguous_placement(8, 4) == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    with pytest.raises(ValueError, match="divide"):
-        contiguous_placement(8, 3)
-    with pytest.raises(ValueError, match="on no rank"):
-        check_placement([[0, 1], [2]], 4)
-    with pytest.raises(ValueError, match="twice"):
-        check_placement([[0, 1, 1], [2, 3]], 4)
-    with pytest.raises(ValueError, match="outside"):
-        check_placement([[0, 1], [2, 4]], 4)
+def test_placement_is_the_cost_models():
+    assert contiguous(8, 4).as_lists() == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    with pytest.raises(ConfigError, match="divide"):
+        contiguous(8, 3)
+    with pytest.raises(ConfigError, match="at least one slot"):
+        ReplicaTable([[0, 1], [2, 2]], 4)
+    with pytest.raises(ConfigError, match="twice"):
+        from_device_lists([[0, 1, 1], [2, 3, 0]], 4)
+    with pytest.raises(ConfigError, match=r"\[0, 3\]"):
+        ReplicaTable([[0, 1], [2, 4]], 4)
+    with pytest.raises(ConfigError, match="same number"):
+        ReplicaTable([[0, 1, 2], [3]], 4)
     with pytest.raises(ValueError, match="process group"):
-        EPMoELayer(MoEModel(**SMALL), contiguous_placement(8, 2), dtype="float32")
+        EPMoELayer(MoEModel(**SMALL), contiguous(8, 2).as_lists(), dtype="float32")
+    table = ReplicaTable(contiguous(8, 2), 8)             # a Placement itself is taken as is
+    assert table.placement == [[0, 1, 2, 3], [4, 5, 6, 7]] and table.max_local == 4
 
 
 def test_replicas_round_robin_by_token():
-    placement = [[0, 1, 2], [2, 3], [3, 2]]          # expert 2 on ranks 0, 1, 2; 3 on 1, 2
+    placement = [[0, 1, 2], [2, 3, 0], [3, 2, 1]]    # expert 2 on ranks 0, 1, 2; 3 on 1, 2
     table = ReplicaTable(placement, 4)
     topk_idx = torch.tensor([[2, 3]] * 6)
     rank, slot = table.destinations(topk_idx, torch.arange(6))
@@ -123,8 +128,8 @@ CASES_2 = [
     {"name": "two-batch-stack", "tokens_per_rank": 21, "dtype": "float64",
      "model": {**SMALL, "shared_experts": 1, "shared_expert_ffn": 8}, "overlap": "two-batch",
      "routing": "zipf:1.2"},
-    {"name": "uneven-gelu-loop", "tokens_per_rank": 17, "dtype": "float32", "gemm": "loop",
-     "model": {**SMALL, "gated": False}, "placement": [[0, 1, 2, 3, 4, 5], [6, 7]],
+    {"name": "round-robin-gelu-loop", "tokens_per_rank": 17, "dtype": "float32", "gemm": "loop",
+     "model": {**SMALL, "gated": False}, "placement": [[0, 2, 4, 6], [1, 3, 5, 7]],
      "routing": "uniform", "iters": 2},
 ]
 CASES_4 = [

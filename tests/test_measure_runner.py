@@ -11,12 +11,13 @@ from moesim import predict_many
 from moesim.config import ConfigError
 from moesim.core.placement import build_placement
 from moesim.core.routing import inclusion_probs
+from moesim.measure.cases import MeasureSettings, build_case
+from moesim.measure.forced import sample_inclusion_ids
+from moesim.measure.journal import JOURNAL_NAME, LEGACY_NAME, Journal
 from moesim.measure.runner import (
-    PARTIAL_NAME,
     MeasureError,
-    MeasureSettings,
-    PartialStore,
-    build_case,
+    best_records,
+    clean_counts,
     inprocess_launcher,
 )
 from moesim.measure.scenario_hook import (
@@ -29,7 +30,7 @@ from moesim.measure.scenario_hook import (
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
-from moesim.measure.ep_bench_worker import combine_ranks, sample_inclusion_ids
+from moesim.measure.combine import combine_ranks
 
 TINY = {"model": "custom", "hardware": "cpu", "hidden": 16, "expert_ffn": 16, "experts": 8,
         "top_k": 2, "weight_dtype": "fp32", "activation_dtype": "fp32", "dispatch_dtype": "fp32",
@@ -98,15 +99,48 @@ def test_exchange_runs_from_the_last_entry_to_the_last_exit():
     assert rec["phases_s"]["combine"] == pytest.approx([0.5])
 
 
-def test_partial_store_ignores_a_torn_last_line(tmp_path):
-    store = PartialStore(tmp_path / PARTIAL_NAME)
-    store.append({"key": "a", "x": 1})
-    with open(store.path, "a") as f:
-        f.write('{"key": "b", "x"')                                      # killed mid-write
-    assert list(store.load()) == ["a"]
-    store.path.write_text('{"key": "b"\n{"key": "a"}\n')
-    with pytest.raises(ConfigError, match="corrupt"):
-        store.load()
+def test_old_partial_file_is_imported_with_torn_lines_repaired_or_dropped(tmp_path):
+    """A record cut off by a kill is dropped; the next record appended onto the torn line
+    (what the old resume did) is kept; importing twice adds nothing."""
+    (tmp_path / LEGACY_NAME).write_text('{"key": "a", "x": 1}\n'
+                                        '{"key": "b", "x"{"key": "c", "x": 3}\n'
+                                        '{"key": "d", "x": 4}\n{"key": "e", "x"')
+    journal = Journal.in_folder(tmp_path)
+    assert [r["key"] for r in journal.records()] == ["a", "c", "d"]
+    assert journal.dropped == 2
+    assert Journal.in_folder(tmp_path).count() == 3                    # idempotent import
+
+
+def test_journal_commits_whole_records_and_one_run_per_folder(tmp_path):
+    journal = Journal(tmp_path / JOURNAL_NAME)
+    journal.add({"key": "a", "total_s": [1.0]})
+    journal.add({"key": "a", "total_s": [1.0]})                     # the same record: once
+    assert journal.count() == 1
+    with journal.locked():
+        other = Journal(tmp_path / JOURNAL_NAME)
+        with pytest.raises(ConfigError, match="another moesim measure .pid"):
+            with other.locked():
+                pass
+    with Journal(tmp_path / JOURNAL_NAME).locked():                # released on exit
+        pass
+
+
+def test_committed_partial_files_still_load_with_their_rows(tmp_path):
+    """The committed results keep their partial files; a journal imports them whole, and the
+    kept record of every row of results.csv is there."""
+    import shutil
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    for name in ("validation-cpu", "overlap-cpu"):
+        shutil.copy(results / name / LEGACY_NAME, tmp_path / LEGACY_NAME)
+        journal = Journal.in_folder(tmp_path)
+        assert journal.dropped == 0
+        best = best_records(journal.records())
+        table = pd.read_csv(results / name / "results.csv")
+        assert set(table["measure_key"]) <= set(best)
+        journal.close()
+        (tmp_path / JOURNAL_NAME).unlink()
 
 
 # --- cases ---------------------------------------------------------------------------------
@@ -143,21 +177,20 @@ def test_resume_keeps_finished_rows_and_measures_only_the_rest(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_scenario_measurements(None, table, tmp_path, settings=FAST,
                                   launcher=inprocess_launcher(interrupt_after_two))
-    first = PartialStore(tmp_path / PARTIAL_NAME).load()
+    first = best_records(Journal.in_folder(tmp_path).records())
     assert list(first) == seen
 
     asked = []
     inner = inprocess_launcher()
 
-    def spy(cases, ep, partial, threads, timeout_s):
+    def spy(cases, ep, path, settings):
         asked.extend(c["key"] for c in cases)
-        inner(cases, ep, partial, threads, timeout_s)
+        inner(cases, ep, path, settings)
     out = run_scenario_measurements(None, table, tmp_path, settings=FAST, launcher=spy)
     assert len(asked) == 2 and not set(asked) & set(seen)
-    lines = (tmp_path / PARTIAL_NAME).read_text().splitlines()
-    keys = [json.loads(line)["key"] for line in lines]
+    keys = [r["key"] for r in Journal.in_folder(tmp_path).records()]
     assert len(keys) == len(set(keys)) == 4
-    final = PartialStore(tmp_path / PARTIAL_NAME).load()
+    final = best_records(Journal.in_folder(tmp_path).records())
     assert all(final[k] == first[k] for k in seen)                      # finished rows kept
     assert set(out["measure_key"]) == set(keys)
     assert out["measured_time_s"].notna().all()
@@ -213,7 +246,7 @@ def test_two_ranks_measure_and_reproduce_expected_expert_counts(tmp_path):
     r = out.iloc[0]
     assert r["measured_time_s"] > 0 and r["measured_dispatch_s"] > 0 and r["measured_combine_s"] > 0
     assert np.isfinite(r["rel_error_dispatch"]) and r["measured_threads_per_rank"] == 1
-    [record] = PartialStore(tmp_path / PARTIAL_NAME).load().values()
+    [record] = best_records(Journal.in_folder(tmp_path).records()).values()
     # slot counts of the measured forward against the cost model's expectation T_total * q
     q = inclusion_probs("zipf:1.2", 8, 2, 0)
     place = build_placement("contiguous", 8, 2, q)
@@ -245,12 +278,12 @@ def test_contaminated_configs_are_measured_again_and_the_cleanest_kept(tmp_path)
     table = _table([{"tokens": 8}, {"tokens": 16}])
     calls = []
 
-    def fake(cases, ep, partial, threads, timeout_s):
+    def fake(cases, ep, path, settings):
         calls.append([c["key"] for c in cases])
-        store = PartialStore(partial)
+        store = Journal(path)
         for c in cases:     # the first attempt shares the CPU with someone else
             frac = 0.5 if len(calls) == 1 else 0.01 * len(calls)
-            store.append({"key": c["key"], "ep": 1, "repeats": 1, "threads_per_rank": 1,
+            store.add({"key": c["key"], "ep": 1, "repeats": 1, "threads_per_rank": 1,
                           "total_s": [1e-3 * len(calls)], "phases_s": {},
                           "foreign_cpu_frac": frac, "foreign_cpu_s": 1.0})
     settings = MeasureSettings(repeats=3, warmup=1, attempts=3)
@@ -267,11 +300,11 @@ def test_passes_measure_every_config_again_and_keep_the_quietest(tmp_path):
     calls = []
     times = {0: {8: 3e-3, 16: 2e-3}, 1: {8: 1e-3, 16: 5e-3}, 2: {8: 2.5e-3}}
 
-    def fake(cases, ep, partial, threads, timeout_s):
-        store = PartialStore(partial)
+    def fake(cases, ep, path, settings):
+        store = Journal(path)
         for c in cases:
             frac = 0.5 if (len(calls) == 1 and c["tokens"] == 8) else 0.0
-            store.append({"key": c["key"], "ep": 1, "repeats": 1, "threads_per_rank": 1,
+            store.add({"key": c["key"], "ep": 1, "repeats": 1, "threads_per_rank": 1,
                           "total_s": [times[len(calls)][c["tokens"]]], "phases_s": {},
                           "foreign_cpu_frac": frac, "foreign_cpu_s": 1.0})
         calls.append(sorted(c["tokens"] for c in cases))
@@ -280,7 +313,7 @@ def test_passes_measure_every_config_again_and_keep_the_quietest(tmp_path):
     assert calls == [[8, 16], [8, 16], [8]]
     # a: 3 ms clean, 1 ms contaminated (ignored), 2.5 ms clean -> 2.5; b: min(2, 5) -> 2
     assert out["measured_time_s"].tolist() == [2.5e-3, 2e-3]
-    assert PartialStore(tmp_path / PARTIAL_NAME).clean_counts() == {
+    assert clean_counts(Journal.in_folder(tmp_path).records()) == {
         k: 2 for k in out["measure_key"]}
     with pytest.raises(ConfigError, match="passes"):
         MeasureSettings(passes=0)
@@ -289,7 +322,7 @@ def test_passes_measure_every_config_again_and_keep_the_quietest(tmp_path):
 def test_shared_profile_scales_the_base_by_measured_shares(tmp_path):
     from moesim.calibration.profile_writer import write_profile
     from moesim.config import load_profile
-    from moesim.measure.runner import share_factors, shared_profile_doc
+    from moesim.calibration.shared_profiles import share_factors, shared_profile_doc
 
     base_file = tmp_path / "cpu-x-shared1.yaml"
     base_file.write_text(
@@ -347,9 +380,10 @@ def test_cli_measures_a_scenario_and_resumes(tmp_path, capsys):
     assert meta["measurement"]["threads_per_rank"] == [1]
     assert "cpu_model" in meta["measurement"]["device"]
     assert "time" in capsys.readouterr().out
-    lines = (out / PARTIAL_NAME).read_text().splitlines()
+    records = Journal.in_folder(out).records()
+    assert all(r["measured_commit"] == records[0]["measured_commit"] for r in records)
     assert main(args) == 0                                            # resumes: nothing new
-    assert (out / PARTIAL_NAME).read_text().splitlines() == lines
+    assert Journal.in_folder(out).records() == records
     # `moesim run` (mode both) goes through the same hook, default settings
     assert main(["run", str(scenario), "--out", str(tmp_path / "run")]) == 0
     run_table = pd.read_csv(tmp_path / "run" / "results.csv")
@@ -373,7 +407,7 @@ def test_shared_profile_takes_sync_latency_and_idle_peer_speedup(tmp_path, monke
     with 4 -> a rank whose peers wait computes 0.96 / 0.48 = 2x faster."""
     from moesim.calibration.profile_writer import write_profile
     from moesim.config import load_profile
-    from moesim.measure import runner
+    from moesim.calibration import shared_profiles as runner
 
     base_file = tmp_path / "cpu-y-shared1.yaml"
     base_file.write_text(

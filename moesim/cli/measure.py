@@ -3,13 +3,17 @@
 Writes ``results.csv`` (predicted columns as ``predict_many`` names them, ``measured_*``,
 ``rel_error_*``, the error band), ``metadata.json`` (device, CPU model, threads, torch version,
 date, command, load average), the scenario and, where ``moesim.reports`` is installed,
-``report.html`` into ``--out`` (default ``results/<name>``). Finished configs are appended to
-``measure.partial.jsonl`` there as they complete: rerun the same command to resume.
+``report.html`` into ``--out`` (default ``results/<name>``). Finished configs are committed to
+the journal ``measure.sqlite`` there as they complete: rerun the same command to resume (one
+run per folder at a time). ``--device cpu|cuda`` picks the measuring device (default: the kind
+the scenario's profiles describe); a profile of another kind is refused, and a CPU profile
+calibrated on another CPU model than this one gets a warning.
 
 ``moesim measure --shared-profiles NAME-shared1 --ranks 2,4`` instead measures what one rank
 gets of this machine when R ranks share it and writes ``NAME-shared<R>.yaml`` beside the base
 profile (one rank alone, ``NAME-shared1``; see
-``moesim.measure.runner.shared_profile_doc``): the profiles EP measurements are predicted with.
+``moesim.calibration.shared_profiles.shared_profile_doc``): the profiles EP measurements are
+predicted with.
 """
 from __future__ import annotations
 
@@ -26,9 +30,15 @@ def register(sub) -> None:
     p.add_argument("--out", "-o", help="output directory (default results/<name>)")
     p.add_argument("--repeats", type=int, default=20, help="timed forwards per config")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards per config first")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: the kind of device the scenario's "
+                        "profiles describe; one GPU per rank)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
+    p.add_argument("--timeout-s", type=float, default=600.0, dest="timeout_s",
+                   help="seconds one config may run before its worker is stopped (default 600)")
     p.add_argument("--cache-mib", type=int, default=64, dest="cache_mib",
-                   help="weights each forward finds outside the cache (MiB over all ranks)")
+                   help="weights each forward finds outside the cache (MiB over all ranks; "
+                        "default 64 on a CPU, 2x the L2 cache on a GPU)")
     p.add_argument("--max-foreign", type=float, default=0.10, dest="max_foreign",
                    help="re-measure a config if other processes took more than this share of "
                         "the CPU while it was timed (default 0.10)")
@@ -57,12 +67,9 @@ def register(sub) -> None:
 
 def _quiet_enough(limit: float = 0.10, window_s: float = 1.0) -> str | None:
     """A warning when other processes use more than ``limit`` of the machine right now."""
-    from moesim.measure.ep_bench_worker import machine_busy_s
-    from moesim.measure.runner import usable_cores
+    from moesim.harness.host import busy_share
 
-    before = machine_busy_s()
-    time.sleep(window_s)
-    busy = (machine_busy_s() - before) / (usable_cores() * window_s)
+    busy = busy_share(window_s)
     if busy > limit:
         return (f"other processes use {busy:.0%} of the CPU: timings will be noisy; configs "
                 "measured while they do are measured again (--max-foreign, --attempts) and the "
@@ -84,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 def shared_profiles(args: argparse.Namespace) -> int:
     from moesim.calibration.profile_writer import write_profile
     from moesim.config import ConfigError, available_profiles, load_profile
-    from moesim.measure.runner import measure_share, shared_profile_doc
+    from moesim.calibration.shared_profiles import shared_profile_doc
+    from moesim.measure.share import measure_share
 
     try:
         ranks = tuple(int(r) for r in args.ranks.split(","))
@@ -112,23 +120,28 @@ def shared_profiles(args: argparse.Namespace) -> int:
 
 
 def measure_scenario(args: argparse.Namespace) -> int:
-    from moesim.measure.runner import PARTIAL_NAME, MeasureSettings
+    from moesim.measure.cases import MeasureSettings, resolve_device
+    from moesim.measure.journal import Journal
     from moesim.measure.scenario_hook import run_scenario_measurements
     from moesim.scenarios import evaluate, expand, load_scenario
 
+    scenario = load_scenario(args.scenario)
+    out = Path(args.out) if args.out else Path("results") / scenario.name
+    start = time.perf_counter()
+    table = evaluate(expand(scenario), file=str(scenario.path))
     settings = MeasureSettings(repeats=args.repeats, warmup=args.warmup, threads=args.threads,
                                cache_bytes=args.cache_mib << 20, max_foreign=args.max_foreign,
                                attempts=args.attempts, reuse_memory=not args.system_malloc,
-                               passes=args.passes)
-    scenario = load_scenario(args.scenario)
-    out = Path(args.out) if args.out else Path("results") / scenario.name
+                               passes=args.passes, device=args.device, timeout_s=args.timeout_s)
+    settings, cpu_warning = resolve_device(settings, list(table["hardware"]))
     if args.fresh:
-        (out / PARTIAL_NAME).unlink(missing_ok=True)
-    start = time.perf_counter()
-    table = evaluate(expand(scenario), file=str(scenario.path))
-    warning = _quiet_enough()
-    if warning:
-        print(f"moesim: warning: {warning}", file=sys.stderr)
+        journal = Journal.in_folder(out)
+        with journal.locked():
+            journal.clear()
+        journal.close()
+    for warning in (cpu_warning, _quiet_enough()):
+        if warning:
+            print(f"moesim: warning: {warning}", file=sys.stderr)
     table = run_scenario_measurements(scenario, table, out, settings=settings,
                                       progress=lambda msg: print(msg, file=sys.stderr))
     command = "moesim " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["measure"] else None

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -29,15 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from moesim.core.traffic import token_bytes
+from moesim.harness import launch
+from moesim.harness.launch import HarnessError  # noqa: F401  (raised by launch_local)
 from moesim.harness.records import FORMAT, Measurements, Record, load_measurements
 from moesim.harness.stats import Stats
 from moesim.harness.timing import BenchConfig
 
 PATTERNS = ("even", "uneven")
-
-
-class HarnessError(RuntimeError):
-    """A benchmark process failed (not an input error); the message carries its output."""
 
 
 def split_rows(pattern: str, world: int, total_bytes: float, row_bytes: float,
@@ -79,7 +75,7 @@ def worker_cases(sizes, uneven_sizes) -> list[tuple[str, int]]:
 
 
 def _run_case(dist, torch, ctx: dict, pattern: str, size: int, args) -> Record:
-    from moesim.harness.timing import WallTimer, sample
+    from moesim.harness.timing import WallTimer, device_sync, sample
 
     world, rank, device = ctx["world"], ctx["rank"], ctx["device"]
     row_bytes = float(token_bytes(args.hidden, args.dtype))
@@ -91,8 +87,7 @@ def _run_case(dist, torch, ctx: dict, pattern: str, size: int, args) -> Record:
             for _ in range(args.sets)]
     out = torch.empty(sum(out_splits), args.hidden, dtype=td, device=device)
     config = repeats_for(max(sum(in_splits), sum(out_splits)) * row_bytes, ctx["config"])
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
-    timer = WallTimer(sync=sync, before=dist.barrier)
+    timer = WallTimer(sync=device_sync(device), before=dist.barrier)
     call = lambda x: dist.all_to_all_single(out, x, out_splits, in_splits)
     stats = _slowest_rank_stats(dist, torch, ctx, lambda: sample(call, sets, config, timer))
     params = {"pattern": pattern, "world_size": world, "nodes": int(ctx["node_of"].max()) + 1,
@@ -130,20 +125,14 @@ def _gather_cuda(dist, torch, mine, gathered, device):
 
 
 def _setup(torch, dist):
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    dist.init_process_group(backend)
-    world, rank = dist.get_world_size(), dist.get_rank()
-    nodes = [None] * world
-    dist.all_gather_object(nodes, int(os.environ.get("GROUP_RANK", "0")))
-    return {"device": device, "backend": backend, "world": world, "rank": rank,
-            "node_of": np.array(nodes),
-            "local_world": int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))}
+    rank = launch.init_rank(device, always_group=True)
+    nodes = launch.gather(rank, rank.node)
+    return {"device": rank.device, "backend": rank.backend, "world": rank.world,
+            "rank": rank.rank, "node_of": np.array(nodes), "context": rank,
+            "local_world": int(os.environ.get("LOCAL_WORLD_SIZE", str(rank.world)))}
 
 
 def worker_main(argv: list[str] | None = None) -> int:
@@ -169,7 +158,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     finally:
-        dist.destroy_process_group()
+        launch.close_rank(ctx["context"])
     return 0
 
 
@@ -192,32 +181,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch_local(nproc: int, out: str | Path, *, sizes, uneven_sizes=(), hidden: int = 256,
                  dtype: str = "bf16", quick: bool = True, timeout_s: float = 300,
                  threads_per_rank: int = 1) -> Measurements:
     """Run the benchmark with ``nproc`` ranks on this machine (torchrun, a free port)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-           "--nnodes=1", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-           "-m", "moesim.harness.alltoall", "--out", str(out),
-           "--sizes", ",".join(map(str, sizes)), "--uneven-sizes", ",".join(map(str, uneven_sizes)),
-           "--hidden", str(hidden), "--dtype", dtype] + (["--quick"] if quick else [])
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_rank)}
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        raise HarnessError(f"all-to-all benchmark with {nproc} ranks exceeded {timeout_s:.0f} s: "
-                           f"{' '.join(cmd)}") from None
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise HarnessError(f"all-to-all benchmark with {nproc} ranks failed (exit "
-                           f"{proc.returncode}): {' '.join(cmd)}\n{tail}")
+    args = ["--out", str(out), "--sizes", ",".join(map(str, sizes)),
+            "--uneven-sizes", ",".join(map(str, uneven_sizes)), "--hidden", str(hidden),
+            "--dtype", dtype] + (["--quick"] if quick else [])
+    launch.run_ranks(nproc, "moesim.harness.alltoall", args, threads=threads_per_rank,
+                     timeout_s=timeout_s, torchrun_for_one=True)
     return load_measurements(out)
 
 

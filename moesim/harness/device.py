@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from moesim.config.errors import ConfigError
@@ -53,7 +54,8 @@ def set_threads(device, threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """This machine's CPU model name (``/proc/cpuinfo``)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -66,7 +68,7 @@ def _cpu_model() -> str:
 def cpu_facts() -> dict:
     import torch
 
-    facts = {"cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(),
+    facts = {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
              "torch_threads": torch.get_num_threads(),
              "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
              "mkldnn_available": bool(torch.backends.mkldnn.is_available())}
@@ -140,6 +142,111 @@ def device_facts(device) -> dict:
         props = torch.cuda.get_device_properties(device)
         facts.update({"cuda": torch.version.cuda, "gpu_name_torch": props.name,
                       "sm_count": props.multi_processor_count,
+                      "l2_cache_bytes": getattr(props, "L2_cache_size", None),
                       "compute_capability": f"{props.major}.{props.minor}"})
         facts.update(nvml_facts(device.index or 0))
     return facts
+
+
+# --- which backend, timer and facts a device implies (pure: decided from the spec text) ------
+
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """How a measurement runs on one kind of device.
+
+    ``backend``: the process group's (NCCL on GPUs, gloo on CPUs); ``timer``: ``cuda-sync``
+    (``PhaseTimer`` reading the host clock after ``torch.cuda.synchronize``; ``bench`` uses CUDA
+    events) or ``wall`` (the host clock; CPU ops return when done); ``facts``: ``nvml`` (pynvml)
+    or ``cpu`` (``/proc/cpuinfo``); ``pin_cores``/``host_malloc``: bind CPU ranks to cores and
+    keep freed host memory (only where the ranks compute on the host)."""
+
+    device_type: str
+    backend: str
+    timer: str
+    facts: str
+    pin_cores: bool
+    host_malloc: bool
+
+    def rank_device(self, local_rank: int = 0) -> str:
+        """The torch device spec of the rank with this local index (one GPU per rank)."""
+        return f"cuda:{local_rank}" if self.device_type == "cuda" else "cpu"
+
+
+def plan_for(spec: str) -> DevicePlan:
+    """The :class:`DevicePlan` of ``cpu``, ``cuda`` or ``cuda:N`` (a ConfigError otherwise)."""
+    kind = str(spec).strip().lower().partition(":")[0]
+    if kind == "cuda":
+        return DevicePlan("cuda", "nccl", "cuda-sync", "nvml", False, False)
+    if kind == "cpu":
+        return DevicePlan("cpu", "gloo", "wall", "cpu", True, True)
+    raise ConfigError(f"unknown device '{spec}'; expected cpu, cuda or cuda:N", field="--device")
+
+
+def profile_device_facts(profile, load=None) -> dict:
+    """The device facts a calibrated profile was measured with (``provenance.device_facts``,
+    else its ``base``'s); {} for a datasheet profile."""
+    facts = (profile.provenance or {}).get("device_facts")
+    if facts or profile.kind == "datasheet":
+        return dict(facts or {})
+    base = profile.base or (profile.provenance or {}).get("base")
+    if base is None:
+        return {}
+    if load is None:
+        from moesim.config import load_profile as load
+    return profile_device_facts(load(base), load)
+
+
+def profile_device_type(profile, load=None) -> str:
+    """``cpu`` or ``cuda``: the kind of device a hardware profile describes. A calibrated
+    profile says it in ``provenance.device_facts.device_type`` (or its ``base`` does); a
+    datasheet profile is the CPU one when its name or its base chain is ``cpu``, a GPU
+    otherwise (every other shipped datasheet profile is a GPU)."""
+    kind = profile_device_facts(profile, load).get("device_type")
+    if kind in DEVICE_TYPES:
+        return kind
+    if profile.name == "cpu" or profile.base == "cpu":
+        return "cpu"
+    if profile.kind == "calibrated" and profile.base:
+        if load is None:
+            from moesim.config import load_profile as load
+        return profile_device_type(load(profile.base), load)
+    return "cuda"
+
+
+def measuring_device(requested: str | None, profile_types: dict[str, str]) -> str:
+    """The device spec a measurement runs on: ``requested`` (``--device``) or, without it, the
+    one kind every profile names. A ConfigError when a profile's kind differs from it."""
+    kinds = sorted(set(profile_types.values()))
+    if not profile_types:
+        return requested or "cpu"
+    if requested is None:
+        if len(kinds) != 1:
+            raise ConfigError(f"the scenario's profiles describe {' and '.join(kinds)} devices "
+                              "(" + ", ".join(f"{n}: {k}" for n, k in profile_types.items()) +
+                              "); measure one kind per run and name it with --device",
+                              field="--device")
+        return kinds[0]
+    kind = plan_for(requested).device_type
+    wrong = {n: k for n, k in profile_types.items() if k != kind}
+    if wrong:
+        raise ConfigError(f"refusing to measure on '{requested}' ({kind}) configs predicted "
+                          "for " + ", ".join(f"'{n}' ({k})" for n, k in wrong.items()) +
+                          ": measured and predicted times would be of different devices; use "
+                          f"--device {next(iter(wrong.values()))} or a {kind} profile",
+                          field="--device")
+    return requested
+
+
+def cpu_model_warning(profile_facts: dict[str, dict], here: str) -> str | None:
+    """A warning naming the profiles calibrated on another CPU model than ``here``."""
+    other = {n: f.get("cpu_model") for n, f in profile_facts.items()
+             if f.get("cpu_model") and f.get("device_type", "cpu") == "cpu"
+             and f["cpu_model"] != here}
+    if not other:
+        return None
+    return ("profile(s) " + ", ".join(f"'{n}' (calibrated on '{m}')" for n, m in other.items()) +
+            f" were calibrated on another CPU than this one ('{here}'): calibrate this machine "
+            "first (moesim calibrate --device cpu) or the predictions compare two machines")

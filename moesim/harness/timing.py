@@ -14,12 +14,18 @@ so that caches do not flatter (each set holds its own random data; see ``rotatio
 Timers: ``WallTimer`` (a clock, ``time.perf_counter`` by default, read after ``sync()``; tests
 inject a fake clock) and ``CudaEventTimer`` (CUDA events around each call, one synchronise at the
 end, as DeepEP does). Nothing here is specific to microbenchmarks: any harness may use ``bench``.
+
+Inside one call, ``PhaseTimer`` times the phases of a MoE forward (``with timer.phase(name):``):
+the same clock, read after the same device ``sync`` (:func:`device_sync`), so on a GPU a phase
+is the time from the end of all earlier work to the end of its own kernels; ``NULL_TIMER``
+records nothing.
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -96,11 +102,89 @@ class CudaEventTimer:
         return np.array([s.elapsed_time(e) / 1e3 for s, e in events])  # ms -> s
 
 
+def device_type(device) -> str:
+    """``"cuda"`` or ``"cpu"`` of a ``torch.device`` or a spec such as ``"cuda:1"``."""
+    return getattr(device, "type", str(device).split(":")[0])
+
+
+def device_sync(device) -> Callable[[], None] | None:
+    """What to call before reading a host clock so that the device's queued work is done:
+    ``torch.cuda.synchronize(device)`` on a CUDA device, nothing on the CPU (its ops return when
+    done)."""
+    if device is None or device_type(device) != "cuda":
+        return None
+    import torch
+
+    return partial(torch.cuda.synchronize, device)
+
+
 def timer_for(device) -> WallTimer | CudaEventTimer:
     """CUDA events on a CUDA device, a synchronised wall clock otherwise."""
-    if getattr(device, "type", str(device).split(":")[0]) == "cuda":
+    if device_type(device) == "cuda":
         return CudaEventTimer(device)
     return WallTimer()
+
+
+def _check_phase(name: str) -> None:
+    from moesim.core.layer import PHASES
+
+    if name not in PHASES:
+        raise ValueError(f"unknown phase {name!r}; expected one of {', '.join(PHASES)}")
+
+
+class NullTimer:
+    """Records nothing."""
+
+    def phase(self, name: str):
+        _check_phase(name)
+        return nullcontext()
+
+
+NULL_TIMER = NullTimer()
+
+
+class PhaseTimer:
+    """Seconds per phase of one forward pass, read with ``clock`` after ``sync`` on each side.
+
+    ``seconds``/``calls``: phase -> total seconds / entries; ``order``: phases by first entry;
+    ``first``/``last``: clock at the first phase's start and the last phase's end; ``marks``:
+    for each phase in ``span_phases`` (the exchanges), (first entry, last exit). ``device``
+    picks ``sync`` (:func:`device_sync`); tests inject a fake ``clock``.
+    """
+
+    def __init__(self, device=None, clock: Callable[[], float] = time.perf_counter,
+                 sync: Callable[[], None] | None = None,
+                 span_phases: tuple[str, ...] = ("dispatch", "combine")):
+        self.clock, self.span_phases = clock, span_phases
+        self.sync = sync or device_sync(device) or (lambda: None)
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.order: list[str] = []
+        self.first: float | None = None
+        self.last: float | None = None
+        self.marks: dict[str, tuple[float, float]] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        _check_phase(name)
+        self.sync()
+        start = self.clock()
+        self.first = start if self.first is None else self.first
+        try:
+            yield
+        finally:
+            self.sync()
+            self.last = self.clock()
+            if name not in self.seconds:
+                self.order.append(name)
+                self.seconds[name], self.calls[name] = 0.0, 0
+            self.seconds[name] += self.last - start
+            self.calls[name] += 1
+            if name in self.span_phases:
+                self.marks[name] = (self.marks.get(name, (start,))[0], self.last)
+
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
 
 
 def planned_repeats(per_call_s: float, config: BenchConfig) -> int:

@@ -25,8 +25,8 @@ from moesim.config import MoEModel
 from moesim.measure.experts import Experts, Gemm, SharedExperts
 from moesim.measure.layers import unpermute
 from moesim.measure.placement import ReplicaTable
-from moesim.measure.routing import Router, Routing, forced_ids
-from moesim.measure.timers import NULL_TIMER
+from moesim.measure.router import Router, Routing, forced_ids
+from moesim.harness.timing import NULL_TIMER
 from moesim.measure.weights import torch_dtype
 
 

@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import torch
-import torch.distributed as dist
 
 from moesim.config import MoEModel, load_model
+from moesim.core.placement import contiguous
+from moesim.harness import launch
+from moesim.harness.timing import PhaseTimer
 from moesim.measure.ep import EPMoELayer, two_batch_stack
-from moesim.measure.forced import sample_topk_ids, uniform_probs, zipf_probs
+from moesim.measure.forced import forced_topk_ids
 from moesim.measure.layers import MoELayer
-from moesim.measure.placement import contiguous_placement, pairs_off_rank
-from moesim.measure.timers import WallTimer
+from moesim.measure.placement import pairs_off_rank
 
 
 def _model(spec) -> MoEModel:
@@ -42,19 +42,14 @@ def _forced(routing: str, model: MoEModel, num_tokens: int, seed: int):
     """Global forced ``topk_idx [num_tokens, num_topk]``, or None for the learned router."""
     if routing == "learned":
         return None
-    if routing == "uniform":
-        probs = uniform_probs(model.experts)
-    elif routing.startswith("zipf:"):
-        probs = zipf_probs(model.experts, float(routing.split(":", 1)[1]))
-    else:
-        raise ValueError(f"routing must be learned, uniform or zipf:S, got {routing!r}")
-    return torch.from_numpy(sample_topk_ids(probs, num_tokens, model.top_k, seed))
+    return torch.from_numpy(forced_topk_ids(routing, model.experts, model.top_k, num_tokens,
+                                            seed, routing_seed=seed))
 
 
 def run_case(case: dict, rank: int, num_ranks: int, device: torch.device, group=None) -> dict:
     """Run one case on this rank; returns its record (``ok``, errors, seconds, bytes)."""
     model = _model(case["model"])
-    placement = case.get("placement") or contiguous_placement(model.experts, num_ranks)
+    placement = case.get("placement") or contiguous(model.experts, num_ranks).as_lists()
     seed, tokens = int(case.get("seed", 0)), int(case["tokens_per_rank"])
     dtype = case.get("dtype", "float32")
     gen = torch.Generator().manual_seed(seed)
@@ -70,12 +65,12 @@ def run_case(case: dict, rank: int, num_ranks: int, device: torch.device, group=
     x = x_all[mine].to(dtype=layer.dtype, device=device)
     forced = _forced(case.get("routing", "learned"), model, num_ranks * tokens, seed)
     ids = forced[mine] if forced is not None else None
-    timer, iters = WallTimer(device), int(case.get("iters", 1))
+    timer, iters = PhaseTimer(device), int(case.get("iters", 1))
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     def forward(t=None):
         if stack:
-            return two_batch_stack(layers, x, t or WallTimer(device), ids)
+            return two_batch_stack(layers, x, t or PhaseTimer(device), ids)
         return layer(x, t, topk_idx=ids) if t is not None else layer(x, topk_idx=ids)
     forward()                                           # warm-up
     for _ in range(iters):
@@ -106,46 +101,30 @@ def _check(out: torch.Tensor, reference: MoELayer, x: torch.Tensor, ids) -> tupl
     return True, err
 
 
-def _setup() -> tuple[int, int, torch.device, str | None]:
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    dist.init_process_group(backend)
-    return dist.get_rank(), dist.get_world_size(), device, backend
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", required=True, help="JSON file: a case or a list of cases")
     parser.add_argument("--out", required=True, help="JSON-lines file rank 0 appends to")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (one GPU per rank; default: cuda where present)")
     args = parser.parse_args(argv)
     with open(args.cases) as f:
         cases = json.load(f)
     cases = [cases] if isinstance(cases, dict) else cases
-    rank, num_ranks, device, backend = _setup()
+    ctx = launch.init_rank(args.device, always_group=True)
     all_ok = True
     try:
         for case in cases:
-            record = run_case(case, rank, num_ranks, device)
-            records = [record]
-            if num_ranks > 1:
-                records = [None] * num_ranks
-                dist.all_gather_object(records, record)
+            records = launch.gather(ctx, run_case(case, ctx.rank, ctx.world, ctx.device))
             all_ok &= all(r["ok"] for r in records)
-            if rank == 0:
-                line = {"case": case.get("name", ""), "num_ranks": num_ranks,
-                        "backend": backend, "device": str(device), "torch": torch.__version__,
-                        "case_spec": case, "ranks": records}
+            if ctx.rank == 0:
+                line = {"case": case.get("name", ""), "num_ranks": ctx.world,
+                        "backend": ctx.backend, "device": str(ctx.device),
+                        "torch": torch.__version__, "case_spec": case, "ranks": records}
                 with open(args.out, "a") as f:
                     f.write(json.dumps(line) + "\n")
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        launch.close_rank(ctx)
     return 0 if all_ok else 1
 
 

@@ -1,52 +1,63 @@
-"""Forced routing: expert ids drawn from a given distribution instead of the learned router.
+"""Forced routing: expert ids drawn so that each expert's inclusion probability is predict's ``q``.
 
-numpy only, so the cost model can draw the very ids that a measurement then replays.
+One routing definition for predict, measure and calibration: a routing spec (``uniform``,
+``zipf:S``, ``lognormal:SIGMA``, ``probs:...``, ``trace:...``) means the inclusion probabilities
+``q = moesim.core.routing.inclusion_probs(spec, experts, top_k, seed)`` the cost model uses, and
+every measured or calibrated layer draws its ``topk_idx`` with :func:`sample_inclusion_ids`, whose
+per-token inclusion probabilities are exactly ``q``. numpy only (no torch), so the cost model and
+tests can draw the very ids a measurement replays.
 """
 from __future__ import annotations
 
 import numpy as np
 
-
-def uniform_probs(experts: int) -> np.ndarray:
-    """``[num_experts]`` equal probabilities."""
-    if experts <= 0:
-        raise ValueError(f"experts must be > 0, got {experts}")
-    return np.full(experts, 1.0 / experts)
+#: Token rows sampled per chunk (bounds the ``[chunk, top_k, num_experts]`` comparison array).
+_CHUNK_ELEMENTS = 1 << 22
 
 
-def zipf_probs(experts: int, s: float) -> np.ndarray:
-    """``[num_experts]`` Zipf probabilities ``p_i ~ (i + 1) ** -s``; expert 0 is the hottest."""
-    if experts <= 0:
-        raise ValueError(f"experts must be > 0, got {experts}")
-    if s < 0:
-        raise ValueError(f"zipf exponent s must be >= 0, got {s}")
-    weights = np.arange(1, experts + 1, dtype=np.float64) ** -float(s)
-    return weights / weights.sum()
+def sample_inclusion_ids(q: np.ndarray, num_tokens: int, top_k: int, seed: int) -> np.ndarray:
+    """``topk_idx [num_tokens, num_topk]`` (int64): distinct experts with ``P(e chosen) == q[e]``.
 
-
-def sample_topk_ids(probs: np.ndarray, num_tokens: int, top_k: int, seed: int) -> np.ndarray:
-    """``topk_idx [num_tokens, num_topk]`` (int64): ``top_k`` distinct experts per token.
-
-    Gumbel-top-k: the ``top_k`` largest ``log p + Gumbel`` keys, which is sampling without
-    replacement proportionally to ``probs`` (Plackett-Luce). For ``top_k > 1`` an expert's
-    inclusion frequency is therefore flatter than ``probs`` (it saturates at one per token).
-    Columns are in draw order: column 0 holds each token's first draw.
+    ``q [num_experts]``: inclusion probabilities, ``sum(q) == top_k``, ``0 <= q <= 1`` (the cost
+    model's). Systematic (Madow, 1949) sampling over a fresh random order of the experts per
+    token: the experts' ``q`` tile ``[0, top_k)``; one uniform ``u`` picks the experts covering
+    ``u, u+1, ..., u+top_k-1``. Each interval is at most 1 long, so the k picks are distinct,
+    and expert e is picked with probability exactly ``q[e]``. (Gumbel-top-k on ``q``, i.e.
+    sampling without replacement proportionally to ``q``, gives flatter inclusion than ``q`` for
+    skewed ``q`` and ``top_k > 1``.) Tokens are independent, so per-expert counts are
+    Binomial(num_tokens, q_e), the distribution the cost model's expectations use.
     """
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 1 or not np.all(np.isfinite(probs)) or np.any(probs < 0):
-        raise ValueError("probs must be a 1-D array of finite, non-negative values")
-    if not 0 < top_k <= np.count_nonzero(probs):
-        raise ValueError(f"top_k ({top_k}) must be in 1..{np.count_nonzero(probs)} "
-                         "(the experts with non-zero probability)")
+    q = np.asarray(q, dtype=np.float64)
+    if (q.ndim != 1 or not np.all(np.isfinite(q)) or np.any(q < 0) or np.any(q > 1 + 1e-9)
+            or abs(q.sum() - top_k) > 1e-6):
+        raise ValueError(f"q must be 1-D with 0 <= q <= 1 and sum(q) == top_k ({top_k}), "
+                         f"got sum {q.sum():.6g}")
     if num_tokens < 0:
         raise ValueError(f"num_tokens must be >= 0, got {num_tokens}")
+    q = np.minimum(q, 1.0) * (top_k / q.sum())
     rng = np.random.default_rng(seed)
-    with np.errstate(divide="ignore"):
-        log_p = np.log(probs / probs.sum())
-    keys = log_p + rng.gumbel(size=(num_tokens, probs.size))
-    top = np.argpartition(-keys, top_k - 1, axis=1)[:, :top_k]
-    rank = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
-    return np.take_along_axis(top, rank, axis=1).astype(np.int64)
+    out = np.empty((num_tokens, top_k), dtype=np.int64)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, q.size * top_k))
+    for start in range(0, num_tokens, chunk):
+        n = min(chunk, num_tokens - start)
+        order = rng.permuted(np.tile(np.arange(q.size), (n, 1)), axis=1)
+        cum = np.cumsum(q[order], axis=1)
+        points = rng.random((n, 1)) + np.arange(top_k)
+        pos = np.minimum((cum[:, None, :] <= points[:, :, None]).sum(axis=2), q.size - 1)
+        out[start:start + n] = np.take_along_axis(order, pos, axis=1)
+    if top_k > 1 and np.any(np.diff(np.sort(out, axis=1), axis=1) == 0):
+        raise ArithmeticError("systematic sampling picked an expert twice (q above 1?)")
+    return out
+
+
+def forced_topk_ids(routing: str, experts: int, top_k: int, num_tokens: int, seed: int,
+                    routing_seed: int = 0) -> np.ndarray:
+    """``topk_idx [num_tokens, num_topk]`` for a routing spec: predict's ``q`` for
+    (``routing``, ``experts``, ``top_k``, ``routing_seed``), sampled with ``seed``."""
+    from moesim.core.routing import inclusion_probs
+
+    q = inclusion_probs(routing, experts, top_k, routing_seed)
+    return sample_inclusion_ids(q, num_tokens, top_k, seed)
 
 
 def check_topk_ids(topk_idx: np.ndarray, num_tokens: int, top_k: int, experts: int) -> np.ndarray:

@@ -11,8 +11,8 @@ import torch
 
 from moesim.config import MoEModel
 from moesim.measure.experts import Experts, Gemm, SharedExperts
-from moesim.measure.routing import Router, Routing, forced_ids
-from moesim.measure.timers import NULL_TIMER
+from moesim.measure.router import Router, Routing, forced_ids
+from moesim.harness.timing import NULL_TIMER
 from moesim.measure.weights import accumulate_dtype, torch_dtype
 
 

@@ -1,56 +1,54 @@
-"""Expert placement for expert parallelism: which rank holds which experts, and replica choice.
+"""Expert placement in the measured layers: ``moesim.core.placement.Placement`` as torch lookups.
 
-``placement[rank]`` lists the expert ids that rank holds (its local slots, in order). An expert
-may sit on several ranks; the (token, expert) pairs for it are split among its replicas
-round-robin by token index: replica ``token % num_replicas`` in rank order.
+The placement is the cost model's (``Placement``: slot ``i`` holds expert ``slot_expert[i]`` on
+device ``slot_device[i]``; ``placement[rank]`` lists are accepted and converted with
+``core.placement.from_device_lists``). :class:`ReplicaTable` only indexes it for the forward
+pass: the (token, expert) pairs of an expert with several replicas are split among them
+round-robin by token index (replica ``token % num_replicas`` in rank order), which gives each
+replica the share ``slot_share`` the cost model assumes.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-
-def check_placement(placement: list[list[int]], num_experts: int) -> list[list[int]]:
-    """Validate: ids in range, no expert twice on one rank, every expert on some rank."""
-    placement = [[int(e) for e in experts] for experts in placement]
-    if not placement:
-        raise ValueError("placement needs at least one rank")
-    for rank, experts in enumerate(placement):
-        bad = [e for e in experts if not 0 <= e < num_experts]
-        if bad:
-            raise ValueError(f"rank {rank} holds expert {bad[0]}, outside 0..{num_experts - 1}")
-        if len(set(experts)) != len(experts):
-            raise ValueError(f"rank {rank} lists an expert twice: {experts}")
-    missing = sorted(set(range(num_experts)) - {e for ex in placement for e in ex})
-    if missing:
-        raise ValueError(f"experts {missing[:8]} are on no rank")
-    return placement
+from moesim.core.placement import Placement, from_device_lists
 
 
-def contiguous_placement(num_experts: int, num_ranks: int) -> list[list[int]]:
-    """``num_experts / num_ranks`` consecutive experts per rank (Megatron/DeepEP default)."""
-    if num_experts % num_ranks:
-        raise ValueError(f"num_experts ({num_experts}) must divide into num_ranks ({num_ranks})")
-    per = num_experts // num_ranks
-    return [list(range(r * per, (r + 1) * per)) for r in range(num_ranks)]
+def as_placement(placement: Placement | list[list[int]], num_experts: int) -> Placement:
+    """``placement`` itself, or the Placement of expert ids per rank (validated)."""
+    if isinstance(placement, Placement):
+        if placement.num_experts != num_experts:
+            raise ValueError(f"placement is for {placement.num_experts} experts, the model "
+                             f"has {num_experts}")
+        return placement
+    return from_device_lists(placement, num_experts)
 
 
 class ReplicaTable:
-    """Lookup tensors: ``count [num_experts]`` replicas, ``rank``/``slot [num_experts, max_rep]``
-    the rank holding each replica and the expert's local slot there."""
+    """Lookup tensors of a placement: ``count [num_experts]`` replicas, ``rank``/``slot
+    [num_experts, max_rep]`` the rank holding each replica and the expert's local slot there."""
 
-    def __init__(self, placement: list[list[int]], num_experts: int, device=None):
-        self.placement = check_placement(placement, num_experts)
-        replicas: list[list[tuple[int, int]]] = [[] for _ in range(num_experts)]
-        for rank, experts in enumerate(self.placement):
-            for slot, e in enumerate(experts):
-                replicas[e].append((rank, slot))
-        width = max(len(r) for r in replicas)
-        pad = [r + [r[0]] * (width - len(r)) for r in replicas]
-        self.count = torch.tensor([len(r) for r in replicas], device=device)
-        self.rank = torch.tensor([[p[0] for p in r] for r in pad], device=device)
-        self.slot = torch.tensor([[p[1] for p in r] for r in pad], device=device)
-        self.num_ranks = len(self.placement)
-        self.max_local = max(len(ex) for ex in self.placement)
+    def __init__(self, placement: Placement | list[list[int]], num_experts: int, device=None):
+        place = as_placement(placement, num_experts)
+        self.placement = place.as_lists()
+        per = place.slots_per_device
+        local_slot = np.arange(place.slot_expert.size) % per      # slots are device by device
+        order = np.lexsort((place.slot_device, place.slot_expert))  # by expert, then rank
+        copies = place.replicas()
+        width = int(copies.max())
+        rank = np.empty((num_experts, width), dtype=np.int64)
+        slot = np.empty((num_experts, width), dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(copies)[:-1]])
+        for e in range(num_experts):
+            idx = order[starts[e]:starts[e] + copies[e]]
+            pad = np.concatenate([idx, np.repeat(idx[:1], width - idx.size)])
+            rank[e], slot[e] = place.slot_device[pad], local_slot[pad]
+        self.count = torch.as_tensor(copies, device=device)
+        self.rank = torch.as_tensor(rank, device=device)
+        self.slot = torch.as_tensor(slot, device=device)
+        self.num_ranks = place.num_devices
+        self.max_local = per
 
     def destinations(self, topk_idx: torch.Tensor, token_index: torch.Tensor):
         """``topk_idx [num_tokens, num_topk]``, ``token_index [num_tokens]`` -> ``(dest_rank,

@@ -29,7 +29,9 @@ import pandas as pd
 
 from moesim.core.layer import PHASES
 from moesim.harness.stats import Stats
-from moesim.measure.runner import MeasureSettings, measure_rows, usable_cores
+from moesim.harness.host import usable_cores
+from moesim.measure.cases import MeasureSettings, resolve_device
+from moesim.measure.runner import measure_rows
 
 #: Where in a calibrated profile's ``fit_quality`` the error of each phase's fit is found:
 #: candidate paths, first present wins (``DTYPE``/``IMPL``: the row's GEMM dtype, the profile's
@@ -71,6 +73,8 @@ def summarize(record: dict) -> dict:
         "measured_foreign_cpu_frac": record.get("foreign_cpu_frac", np.nan),
         "measured_rank_spread": max(medians) / min(medians) if min(medians) > 0 else np.nan,
         "measure_key": record["key"],
+        "measured_commit": record.get("measured_commit"),
+        "measured_device": record.get("device", "cpu"),
     })
     return out
 
@@ -153,18 +157,33 @@ def run_scenario_measurements(scenario, table: pd.DataFrame, out_dir, *,
     """Measure every config of ``table``; the table comes back with measured columns added.
 
     ``scenario``: the validated scenario (unused: everything needed is in ``table``);
-    ``out_dir``: where ``measure.partial.jsonl`` lives (rerun to resume) and where
-    ``measurement.json`` (device, settings, method, load, MAPE) is written.
+    ``out_dir``: where the journal ``measure.sqlite`` lives (rerun to resume) and where
+    ``measurement.json`` (device, settings, method, load, MAPE) is written. Every new record
+    carries the measuring git commit (``measured_commit``, ``measured_commit_dirty``).
     """
     from moesim.fileio import write_json
+    from moesim.harness.provenance import git_commit
 
     settings = settings or MeasureSettings()
+    if settings.device is None:  # the kind of device the rows' profiles describe
+        settings, warning = resolve_device(settings, list(table.get("hardware", [])))
+        if warning:
+            (progress or _warn)(f"warning: {warning}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     rows = table.to_dict(orient="records")
-    keys, records = measure_rows(rows, out_dir, settings, launcher=launcher, progress=progress)
+    commit, dirty = git_commit()
+    keys, records = measure_rows(rows, out_dir, settings, launcher=launcher, progress=progress,
+                                 provenance={"measured_commit": commit,
+                                             "measured_commit_dirty": dirty})
     out = attach(table, keys, records)
     write_json(Path(out_dir) / "measurement.json", measurement_metadata(out, settings))
     return out
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
 
 
 def mape_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -191,10 +210,13 @@ def measurement_metadata(table: pd.DataFrame, settings: MeasureSettings) -> dict
     """How the measured columns were obtained: device, threads, versions, load, settings."""
     import torch
 
-    from moesim.harness.device import device_facts
-    from moesim.measure.runner import settings_dict
+    from moesim.harness.device import device_facts, plan_for
+    from moesim.measure.cases import settings_dict
 
-    facts = device_facts(torch.device("cpu"))
+    measured = table.get("measured_device")
+    plan = plan_for(str(measured.iloc[0]) if measured is not None and len(table)
+                    else settings.device_type)
+    facts = device_facts(torch.device(plan.rank_device(0)))
     facts.pop("torch_threads", None)  # this process's; the workers' are below
     def spread(col):
         v = table[col].astype(float)
@@ -202,8 +224,9 @@ def measurement_metadata(table: pd.DataFrame, settings: MeasureSettings) -> dict
     return {
         "device": facts, "settings": settings_dict(settings),
         "threads_per_rank": sorted({int(t) for t in table["measured_threads_per_rank"]}),
-        "launch": "python -m torch.distributed.run --standalone --nproc_per_node=EP -m "
-                  "moesim.measure.ep_bench_worker (gloo); ep 1 without torchrun",
+        "launch": "python -m torch.distributed.run --nproc_per_node=EP -m "
+                  f"moesim.measure.ep_bench_worker --device {plan.device_type} "
+                  f"({plan.backend}, phase timer: {plan.timer}); ep 1 without torchrun",
         "method": METHOD,
         "load_1m_at_config_start": spread("measured_load_1m"),
         "foreign_cpu_frac": spread("measured_foreign_cpu_frac"),
@@ -219,10 +242,13 @@ METHOD = {
               "shortest over ranks (the exchange, not waiting for stragglers)",
     "routing": "forced: per-token systematic sampling with the cost model's inclusion "
                "probabilities q; placement from moesim.core.placement.build_placement",
-    "weights": "each rank rotates through layer copies whose weights exceed 2x L3 (DRAM reads)",
-    "allocator": "glibc M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB: freed memory reused",
-    "ranks": "1 torch thread per rank; rank r bound to core r when ranks <= cores (else the "
-             "scheduler balances them); gc off while timing",
+    "weights": "each rank rotates through layer copies whose weights exceed 2x the last-level "
+               "cache (L3 on CPUs, L2 on GPUs): weights read from DRAM/HBM",
+    "allocator": "CPU: glibc M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB: freed memory reused (GPU: "
+                 "torch's caching allocator)",
+    "ranks": "CPU: 1 torch thread per rank, rank r bound to core r when ranks <= cores (else "
+             "the scheduler balances them); GPU: one GPU per rank (cuda:LOCAL_RANK), NCCL, "
+             "phases timed between torch.cuda.synchronize calls; gc off while timing",
     "contamination": "configs during which other processes used > max_foreign of the CPU are "
                      "measured again (attempts); the cleanest attempt is kept",
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from moesim.config.errors import ConfigError
-from moesim.core.placement import Placement
+from moesim.core.placement import Placement, from_device_lists
 
 
 @dataclass(frozen=True)
@@ -68,27 +68,6 @@ class Layout:
 
     def with_redundant(self, redundant_slots: int) -> Layout:
         return replace(self, redundant_slots=int(redundant_slots))
-
-
-def from_device_lists(devices: list[list[int]], num_experts: int) -> Placement:
-    """A Placement from expert ids per device (slots ordered device by device; replicas split
-    their expert's tokens evenly). Every device must hold the same number of distinct experts
-    and every expert at least one slot."""
-    sizes = {len(d) for d in devices}
-    if len(sizes) != 1:
-        raise ConfigError(f"every device must hold the same number of experts, got sizes "
-                          f"{sorted(sizes)}", field="placement")
-    per = sizes.pop()
-    slot_expert = np.array([e for dev in devices for e in dev], dtype=np.int64)
-    slot_device = np.repeat(np.arange(len(devices)), per)
-    copies = np.bincount(slot_expert, minlength=num_experts)
-    if copies.size != num_experts or (copies == 0).any():
-        raise ConfigError("every expert needs at least one slot and ids must be < experts",
-                          field="placement")
-    if any(len(set(d)) != len(d) for d in devices):
-        raise ConfigError("a device holds an expert twice", field="placement")
-    return Placement(slot_expert, slot_device, 1.0 / copies[slot_expert], len(devices),
-                     num_experts)
 
 
 def from_slots(slot_expert: np.ndarray, slot_device: np.ndarray, num_devices: int,

@@ -3,7 +3,7 @@ expert FFNs (routed experts, shared expert).
 
 Eager frameworks run several ops per phase (score, top-k, normalisation, sort, gather, casts),
 so the cost of these phases is best measured on the code path that the measured layers run:
-``moesim.measure.MoELayer`` with a ``WallTimer``. Each record holds the median seconds of one
+``moesim.measure.MoELayer`` with a ``PhaseTimer``. Each record holds the median seconds of one
 phase at one token count, and ``bytes`` = the cost model's byte count for that phase
 (``moesim.core.layer``), so calibration fits ``t = fixed + bytes / rate`` in the model's terms.
 The calibration shapes (``LAYER_MODEL``, ``Plan.ffn_models``) are not validation shapes.
@@ -44,18 +44,19 @@ def measure_layer_phases(ctx: Context, dtype: str, tokens: int, hidden: int, ffn
     import torch
 
     from moesim.config import MoEModel
-    from moesim.measure import MoELayer, WallTimer, sample_topk_ids, uniform_probs
+    from moesim.harness.timing import PhaseTimer
+    from moesim.measure import MoELayer, forced_topk_ids
 
     model = MoEModel(hidden=hidden, expert_ffn=ffn, experts=experts, top_k=top_k,
                      activation_dtype=dtype, weight_dtype=dtype)
     layer = MoELayer(model, dtype=dtype, device=ctx.device, seed=1)
     xs = [ctx.randn(tokens, hidden, dtype=layer.dtype) for _ in range(4)]
-    ids = [sample_topk_ids(uniform_probs(experts), tokens, top_k, seed=i) for i in range(4)]
+    ids = [forced_topk_ids("uniform", experts, top_k, tokens, seed=i) for i in range(4)]
     samples: dict[str, list[float]] = {p: [] for p in LAYER_PHASES}
     repeats = max(11, ctx.config.min_repeats)
     with torch.no_grad():
         for i in range(repeats + 2):
-            timer = WallTimer(ctx.device)
+            timer = PhaseTimer(ctx.device)
             layer(xs[i % 4], timer=timer, topk_idx=ids[i % 4])
             if i >= 2:  # warm-up
                 for p in LAYER_PHASES:
@@ -79,7 +80,8 @@ def measure_layer_ffn(ctx: Context, dtype: str, tokens: int, hidden: int, ffn: i
     import torch
 
     from moesim.config import MoEModel
-    from moesim.measure import MoELayer, WallTimer, sample_topk_ids, uniform_probs
+    from moesim.harness.timing import PhaseTimer
+    from moesim.measure import MoELayer, forced_topk_ids
     from moesim.measure.layers import layer_copies
 
     model = MoEModel(hidden=hidden, expert_ffn=ffn, experts=experts, top_k=top_k,
@@ -88,13 +90,13 @@ def measure_layer_ffn(ctx: Context, dtype: str, tokens: int, hidden: int, ffn: i
     layers = layer_copies(MoELayer(model, dtype=dtype, device=ctx.device, seed=2),
                           int(ctx.cache_bytes))
     xs = [ctx.randn(tokens, hidden, dtype=layers[0].dtype) for _ in range(4)]
-    ids = sample_topk_ids(uniform_probs(experts), tokens, top_k, seed=tokens)
+    ids = forced_topk_ids("uniform", experts, top_k, tokens, seed=tokens)
     counts = np.bincount(np.asarray(ids).reshape(-1), minlength=experts).tolist()
     samples: dict[str, list[float]] = {p: [] for p in FFN_PHASES}
     repeats, warmup = max(11, ctx.config.min_repeats), 2
     with torch.no_grad():
         for i in range(repeats + warmup):
-            timer = WallTimer(ctx.device)
+            timer = PhaseTimer(ctx.device)
             layers[i % len(layers)](xs[i % 4], timer=timer, topk_idx=ids)
             if i >= warmup:
                 for p in FFN_PHASES:
