@@ -49,6 +49,7 @@ class DeviceParams:
     out_eff: float
     out_latency_s: float
     idle_peer_speedup: float = 1.0
+    split_k_min_k: int = 512
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def _dense(hw: DeviceParams, tokens, k_dim, n_dim, weight_bytes, act_bytes, peak
     return gemm.grouped_gemm(load, k_dim, n_dim, weight_bytes,
                              act_bytes, peak_flops_per_s=peak, units=hw.units, tile_m=hw.tile_m,
                              tile_n=hw.tile_n, eff_gemm=eff, mem_bytes_per_s=hw.mem_bytes_per_s,
-                             eff_mem=hw.mem_eff, launch_overhead_s=hw.launch_overhead_s)
+                             eff_mem=hw.mem_eff, launch_overhead_s=hw.launch_overhead_s,
+                             split_k_min_k=hw.split_k_min_k)
 
 
 def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_devices: int,
@@ -164,7 +166,8 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
 
     kw = dict(units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n, mem_bytes_per_s=hw.mem_bytes_per_s,
               eff_mem=hw.mem_eff, launch_overhead_s=launch, grouped=hw.grouped_gemm,
-              peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff)
+              peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff,
+              split_k_min_k=hw.split_k_min_k)
     up_n = (m - 1) * f
     load = gemm.DeviceLoad.from_slots(counts, hit, slot_device, num_devices, hw.tile_m)
     g1, g2 = ffn_gemms(load, h, f, m, rows.weight_bytes_per_param, a, **kw)
