@@ -39,8 +39,10 @@ def format_result(r) -> str:
         f"per device: {r.flops / 1e9:.2f} GFLOP, HBM {human_bytes(r.hbm_bytes)}, "
         f"NVLink {human_bytes(r.comm_bytes['intra_node'])}, network "
         f"{human_bytes(r.comm_bytes['inter_node'])}",
-        f"memory/device: {human_bytes(r.memory_bytes_per_device)} of "
-        f"{human_bytes(r.memory_capacity_bytes)} ({'fits' if r.fits_in_memory else 'DOES NOT FIT'}); "
+        f"MoE-layer memory/device: {human_bytes(r.moe_memory_bytes_per_device)} of "
+        f"{human_bytes(r.memory_capacity_bytes)} ({'fits' if r.moe_fits_in_memory else 'DOES NOT FIT'}; "
+        "MoE layers' weights and this layer's buffers only: attention, dense layers and KV "
+        "cache not counted)",
         f"load imbalance (max/mean): {r.load_imbalance:.2f}",
     ]
     return "\n".join(lines)

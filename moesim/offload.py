@@ -18,7 +18,8 @@ lack, known ones in ``KNOWN_SHAPES`` with their sources, otherwise the assumptio
 in the weight dtype. Mixtral-8x7B: 1.34 B attention + 0.26 B embeddings + 1 M router = 1.61 B
 parameters (3.2 GB in bf16) next to 45.1 B expert parameters (90.2 GB). KV cache:
 ``2 * layers * kv_dim * activation bytes * context * batch`` (GQA/MHA; it overstates MLA
-models such as DeepSeek-V3). Reserve: 1 GiB (assumption). The expert cache is split evenly over
+models such as DeepSeek-V3). Reserve: the profile's ``memory.reserved_bytes`` (an assumption
+with its rationale in the profile). The expert cache is split evenly over
 the MoE layers (each layer caches its own experts).
 
 Per decode step of ``batch`` tokens (one per sequence):
@@ -26,7 +27,7 @@ Per decode step of ``batch`` tokens (one per sequence):
 - each MoE layer: the on-device layer time from ``moesim.predict`` (ep=1) plus fetching the
   missed experts (``moesim.core.expert_cache``: per-layer cache, LRU or popularity, hit rates in
   closed form from the routing or simulated on a trace) over the profile's ``host_link`` at
-  ``host_efficiency``;
+  ``host_efficiency`` (default: the profile's ``efficiency.host_link_bandwidth``);
 - ``overlap='sum'``: fetches stall the layer; ``'max'``: they overlap its compute
   (``max(compute, fetch)``, an optimistic bound);
 - prefetch with accuracy ``a``: during the previous layer the prefetcher copies as many experts
@@ -44,17 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from moesim.config import ConfigError, load_model, load_profile
-from moesim.config.dtypes import bytes_per_element, bytes_with_scales
+from moesim.config.dtypes import bytes_per_element, weight_bytes
 from moesim.core import expert_cache as core
 from moesim.core.placement import contiguous
 from moesim.inputs import inclusion_probs
 
-#: Host-link copies reach this fraction of the link's unidirectional peak (assumption: pinned
-#: cudaMemcpy over PCIe Gen4/Gen5 x16 reaches ~80% of the line rate after protocol overhead;
-#: pass ``host_efficiency``, or give the profile ``efficiency.host_link_bandwidth``, to use a
-#: measurement).
-HOST_EFFICIENCY = 0.8
-RESERVE_BYTES = float(1 << 30)  # assumption: CUDA context, allocator slack, activations
 
 
 @dataclass(frozen=True)
@@ -122,17 +117,18 @@ class MemoryPlan:
 
 
 def memory_plan(model, hw, *, batch: int = 1, context: int = 4096,
-                reserve_bytes: float = RESERVE_BYTES, shape: NonExpertShape | None = None,
+                reserve_bytes: float | None = None, shape: NonExpertShape | None = None,
                 cache_experts: int | str = "auto") -> MemoryPlan:
-    """Device memory split; ``cache_experts='auto'`` fills what is left with experts."""
+    """Device memory split; ``cache_experts='auto'`` fills what is left with experts;
+    ``reserve_bytes`` defaults to the profile's ``memory.reserved_bytes``."""
     shape = shape or KNOWN_SHAPES.get(model.name, DEFAULT_SHAPE)
     non_expert = sum(non_expert_params(model, shape).values())
     kv = (2.0 * (model.moe_layers + model.dense_layers) * (shape.kv_dim or model.hidden)
           * bytes_per_element(model.activation_dtype) * context * batch)
     plan = MemoryPlan(hw.memory.capacity_bytes,
-                      float(bytes_with_scales(model.weight_dtype, non_expert)), kv,
-                      float(reserve_bytes),
-                      float(bytes_with_scales(model.weight_dtype, model.expert_params())),
+                      float(weight_bytes(model.weight_dtype, non_expert)), kv,
+                      float(hw.memory.reserved_bytes if reserve_bytes is None else reserve_bytes),
+                      float(weight_bytes(model.weight_dtype, model.expert_params())),
                       model.experts * model.moe_layers, 0)
     cache = plan.auto_cache if cache_experts == "auto" else int(cache_experts)
     if not 0 <= cache <= plan.total_experts:
@@ -226,7 +222,7 @@ def predict_offload(model="mixtral-8x7b", hardware="rtx-4090", *, batch: int = 1
                     prefetch_accuracy: float = 0.0, overlap: str = "sum", context: int = 4096,
                     host_efficiency: float | None = None,
                     host_bandwidth_bytes_per_s: float | None = None,
-                    reserve_bytes: float = RESERVE_BYTES, shape: NonExpertShape | None = None,
+                    reserve_bytes: float | None = None, shape: NonExpertShape | None = None,
                     seed: int = 0, **model_overrides) -> OffloadResult:
     """Decode tokens/s with offloaded experts (see module docstring).
 
@@ -240,10 +236,9 @@ def predict_offload(model="mixtral-8x7b", hardware="rtx-4090", *, batch: int = 1
     from moesim import predict
 
     moe, hw = load_model(model, **model_overrides), load_profile(hardware)
-    if host_efficiency is None:
-        measured = hw.efficiency.host_link_bandwidth
-        host_efficiency = float(measured.at(1.0)) if measured is not None else HOST_EFFICIENCY
     _check_options(hw, policy, overlap, prefetch_accuracy)
+    if host_efficiency is None:  # a profile with a host link states it (validated on load)
+        host_efficiency = float(hw.efficiency.host_link_bandwidth.at(1.0))
     shape = shape or KNOWN_SHAPES.get(moe.name, DEFAULT_SHAPE)
     plan = memory_plan(moe, hw, batch=batch, context=context, reserve_bytes=reserve_bytes,
                        shape=shape, cache_experts=cache_experts)
@@ -287,6 +282,6 @@ def _rest_time_s(moe, hw, plan: MemoryPlan, shape: NonExpertShape) -> float:
     """Attention, embeddings and dense layers per step: a read of their weights (less the input
     embedding table, of which a step reads ``batch`` rows) and of the KV cache."""
     input_embedding = 0.0 if shape.tied_embeddings else \
-        bytes_with_scales(moe.weight_dtype, shape.vocab * moe.hidden)
+        weight_bytes(moe.weight_dtype, shape.vocab * moe.hidden)
     return (plan.non_expert_bytes - input_embedding + plan.kv_cache_bytes) / (
         hw.memory.bandwidth_bytes_per_s * float(hw.efficiency.memory_bandwidth.at(1.0)))

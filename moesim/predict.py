@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.config import ConfigError, MODEL_FIELDS, load_model, load_profile
-from moesim.config.dtypes import bytes_per_element, bytes_with_scales
+from moesim.config.dtypes import bytes_per_element, compute_dtype, weight_bytes_per_param
 from moesim.config.errors import unknown
 from moesim.config.run import OVERLAP_CODES, RUN_FIELDS, validate_run
 from moesim.config.specs import parse_routing
@@ -50,7 +50,7 @@ def device_params(hw) -> layer.DeviceParams:
         up_eff=float(eff.scale_up_bandwidth.at(1.0)), up_latency_s=hw.scale_up.latency_s,
         out_bytes_per_s=hw.scale_out.bandwidth_bytes_per_s,
         out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s,
-        idle_peer_speedup=hw.compute.idle_peer_speedup)
+        idle_peer_speedup=hw.compute.idle_peer_speedup, split_k_min_k=hw.compute.split_k_min_k)
 
 
 def _row_groups(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -143,11 +143,11 @@ def _predict_rows(df: pd.DataFrame, q: np.ndarray | None = None,
     return df
 
 
-def _map(fn, *columns: np.ndarray) -> np.ndarray:
+def _map(fn, *columns: np.ndarray, kind=float) -> np.ndarray:
     """``fn`` applied per row, evaluated once per distinct combination of the columns."""
     columns = tuple(np.asarray(column, dtype=object) for column in columns)
     if len(columns[0]) and all((column == column[0]).all() for column in columns):
-        value = np.asarray([fn(*(column[0] for column in columns))], dtype=float)
+        value = np.asarray([fn(*(column[0] for column in columns))], dtype=kind)
         return np.repeat(value, len(columns[0]))  # one combination: the usual case in a group
     codes = np.zeros(len(columns[0]), dtype=np.int64)
     uniques = []
@@ -163,21 +163,20 @@ def _map(fn, *columns: np.ndarray) -> np.ndarray:
             combo, i = divmod(int(combo), len(u))
             args.append(u[i])
         values.append(fn(*reversed(args)))
-    return np.asarray(values, dtype=float)[inverse]
+    return np.asarray(values, dtype=kind)[inverse]
 
 
 def _layer_rows(sub: dict, hw) -> layer.LayerRows:
-    compute = sub["compute_dtype"]
-    gemm_dtype = np.where(pd.isna(compute), sub["weight_dtype"], compute).astype(object)
     act_dtype = sub["activation_dtype"].astype(object)
+    gemm_dtype = np.asarray(_map(compute_dtype, sub["weight_dtype"], sub["compute_dtype"],
+                                 act_dtype, kind=object), dtype=object)
     f = lambda c: np.asarray(sub[c], dtype=float)  # noqa: E731
     return layer.LayerRows(
         tokens=f("tokens"), hidden=f("hidden"), expert_ffn=f("expert_ffn"),
         shared_ffn=f("shared_experts") * f("shared_expert_ffn"),
         matrices=np.where(np.asarray(sub["gated"], dtype=bool), 3.0, 2.0), top_k=f("top_k"),
         experts=f("experts"),
-        weight_bytes_per_param=_map(lambda d: bytes_with_scales(d, 1 << 20) / (1 << 20),
-                                    sub["weight_dtype"]),
+        weight_bytes_per_param=_map(weight_bytes_per_param, sub["weight_dtype"]),
         act_bytes=_map(bytes_per_element, act_dtype),
         dispatch_bytes_per_copy=_map(lambda h, d: float(traffic.token_bytes(h, d)),
                                      sub["hidden"], sub["dispatch_dtype"]),
@@ -191,18 +190,13 @@ def _layer_rows(sub: dict, hw) -> layer.LayerRows:
 
 def _phase_tables(hw, act_dtype: np.ndarray) -> dict:
     """Per-row kernel counts and streaming efficiencies of the memory-bound phases."""
-    from moesim.config.hardware import DEFAULT_PHASE_KERNELS
+    from moesim.config.hardware import KERNEL_PHASES
 
     phases = hw.efficiency.phases
     base_eff = float(hw.efficiency.memory_bandwidth.at(1.0))
     kernels, eff = {}, {}
-    for phase, default in DEFAULT_PHASE_KERNELS.items():
-        if phases is None:
-            kernels[phase] = np.full(len(act_dtype), default)
-            eff[phase] = np.full(len(act_dtype), base_eff)
-            continue
-        kernels[phase] = _map(lambda d, p=phase, k=default: phases.lookup("kernels", p, d, k),
-                              act_dtype)
+    for phase in KERNEL_PHASES:
+        kernels[phase] = _map(lambda d, p=phase: phases.lookup("kernels", p, d), act_dtype)
         eff[phase] = _map(lambda d, p=phase: phases.lookup("memory_efficiency", p, d, base_eff),
                           act_dtype)
     return {"phase_kernels": kernels, "phase_mem_eff": eff}

@@ -14,8 +14,8 @@ OUTPUT_COLUMNS = {
     **{f"{p}_s": "float" for p in layer.PHASES},
     "overlap_hidden_s": "float", "bottleneck": "str", "slowest_device": "float",
     "flops": "float", "hbm_bytes": "float", "intra_node_bytes": "float",
-    "inter_node_bytes": "float", "memory_bytes_per_device": "float",
-    "memory_capacity_bytes": "float", "fits_in_memory": "float", "load_imbalance": "float",
+    "inter_node_bytes": "float", "moe_memory_bytes_per_device": "float",
+    "memory_capacity_bytes": "float", "moe_fits_in_memory": "float", "load_imbalance": "float",
     "experts_hit_per_device": "float", "tokens_per_expert": "float", "drop_rate": "float",
 }
 
@@ -62,7 +62,7 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
     buffers = dev_tokens * (rows.dispatch_bytes_per_copy + rows.combine_bytes_per_copy
                             + (up_n + rows.expert_ffn) * rows.act_bytes) \
         + 2.0 * rows.tokens * rows.top_k * rows.hidden * rows.act_bytes
-    memory = weights + buffers
+    memory = weights + buffers  # MoE layers only (see PredictResult)
     capacity = hw.memory.capacity_bytes
     hit = _pick(costs["experts_hit"], dev)
     return {
@@ -76,9 +76,9 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
         "hbm_bytes": _pick(costs["hbm_bytes"], dev),
         "intra_node_bytes": _pick(dispatch.intra_bytes + combine.intra_bytes, dev),
         "inter_node_bytes": _pick(dispatch.inter_bytes + combine.inter_bytes, dev),
-        "memory_bytes_per_device": memory,
+        "moe_memory_bytes_per_device": memory,
         "memory_capacity_bytes": np.full(time_s.shape, capacity),
-        "fits_in_memory": (memory <= capacity).astype(float),
+        "moe_fits_in_memory": (memory <= capacity).astype(float),
         "load_imbalance": imbalance,
         "experts_hit_per_device": hit,
         "tokens_per_expert": _pick(costs["dev_tokens"], dev) / np.maximum(hit, 1e-12),
@@ -88,7 +88,13 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
 
 @dataclass
 class PredictResult:
-    """One prediction. Times in seconds, bytes in bytes, per device unless said otherwise."""
+    """One prediction. Times in seconds, bytes in bytes, per device unless said otherwise.
+
+    ``moe_memory_bytes_per_device``/``moe_fits_in_memory`` count the MoE layers only: the
+    routed and shared experts' weights and routers of all ``moe_layers`` on this device plus
+    this layer's dispatch and activation buffers. Attention, dense layers, embeddings and the KV
+    cache are not counted (whole-model memory belongs beside them, under its own name).
+    """
 
     model: str
     hardware: str
@@ -100,9 +106,9 @@ class PredictResult:
     flops: float
     hbm_bytes: float
     comm_bytes: dict[str, float]
-    memory_bytes_per_device: float
+    moe_memory_bytes_per_device: float
     memory_capacity_bytes: float
-    fits_in_memory: bool
+    moe_fits_in_memory: bool
     load_imbalance: float
     overlap_hidden_s: float
     experts_hit_per_device: float
@@ -124,9 +130,9 @@ class PredictResult:
             hbm_bytes=float(row["hbm_bytes"]),
             comm_bytes={"intra_node": float(row["intra_node_bytes"]),
                         "inter_node": float(row["inter_node_bytes"])},
-            memory_bytes_per_device=float(row["memory_bytes_per_device"]),
+            moe_memory_bytes_per_device=float(row["moe_memory_bytes_per_device"]),
             memory_capacity_bytes=float(row["memory_capacity_bytes"]),
-            fits_in_memory=bool(row["fits_in_memory"]), load_imbalance=float(row["load_imbalance"]),
+            moe_fits_in_memory=bool(row["moe_fits_in_memory"]), load_imbalance=float(row["load_imbalance"]),
             overlap_hidden_s=float(row["overlap_hidden_s"]),
             experts_hit_per_device=float(row["experts_hit_per_device"]),
             drop_rate=float(row["drop_rate"]))

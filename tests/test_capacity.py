@@ -3,17 +3,17 @@ import numpy as np
 import pytest
 
 import moesim
-from moesim.core import capacity
+from moesim.core import counts
 
 KW = dict(tokens=2048, ep=8, routing="zipf:1.0")
 
 
 def test_expected_excess_matches_sampling():
     rng = np.random.default_rng(1)
-    x = rng.normal(100.0, 10.0, 400_000)
-    for cap in (80.0, 100.0, 115.0):
-        assert capacity.expected_excess(np.array(100.0), np.array(10.0), np.array(cap)) == \
-            pytest.approx(np.maximum(x - cap, 0).mean(), rel=0.03)
+    x = rng.binomial(2000, 0.05, 400_000)
+    for cap in (0, 80, 100, 115, 3000):
+        assert counts.expected_excess(2000, 0.05, cap) == \
+            pytest.approx(np.maximum(x - cap, 0).mean(), rel=0.02, abs=1e-3)
 
 
 def test_drop_rate_falls_and_time_rises_with_capacity():

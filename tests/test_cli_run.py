@@ -35,7 +35,7 @@ def test_run_writes_table_copy_metadata_and_report(tmp_path, capsys):
     assert len(csv) == len(parquet) == 20  # 5 token counts x 4 profiles
     assert set(csv["hardware"]) == {"h100-sxm", "h200-sxm", "b200", "mi300x"}
     assert {"tokens", "ep", "experts", "hidden", "time_s", "tokens_per_s", "bottleneck",
-            "memory_bytes_per_device", "fits_in_memory"} <= set(csv.columns)
+            "moe_memory_bytes_per_device", "moe_fits_in_memory"} <= set(csv.columns)
     assert list(csv.columns) == list(parquet.columns)
     pd.testing.assert_series_equal(csv["time_s"], parquet["time_s"], check_exact=False)
     assert (out / "scenario.yaml").read_text() == QUICKSTART.read_text()

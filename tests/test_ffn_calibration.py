@@ -117,7 +117,8 @@ def test_calibrate_takes_the_layer_ffn_table_and_the_profile_reproduces_the_phas
                               * float(hw.efficiency.memory_bandwidth.at(1.0)),
                               hw.compute.launch_overhead_s)
     stream = ffn_fit.streaming(doc["efficiency"].get("phases"), hw.memory.bandwidth_bytes_per_s,
-                               float(hw.efficiency.memory_bandwidth.at(1.0)), ["fp32"])["fp32"]
+                               float(hw.efficiency.memory_bandwidth.at(1.0)), ["fp32"],
+                               hw.efficiency.phases.kernels["activation"])["fp32"]
     eff = lambda x: hw.efficiency.gemm.at(x, "fp32")  # noqa: E731
     routed = ffn_fit.ffn_terms(dev, stream, "fp32", [256] * 8, 512, 384, 3,
                                hw.compute.grouped_gemm, eff)["time_s"]

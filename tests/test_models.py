@@ -76,7 +76,7 @@ def test_layer_counts_of_interleaved_and_dense_first_models():
     v3 = load_model("deepseek-v3")
     assert (v3.moe_layers, v3.dense_layers, v3.num_groups, v3.topk_groups) == (58, 3, 8, 4)
     assert (v3.router, v3.weight_dtype, v3.dispatch_dtype) == ("sigmoid", "fp8", "fp8")
-    assert load_model("gpt-oss-120b").weight_dtype == "fp4"
+    assert load_model("gpt-oss-120b").weight_dtype == "mxfp4"
 
 
 # --- overrides and validation errors -------------------------------------------------------
@@ -203,8 +203,10 @@ def test_hf_missing_nested_field_names_the_path(tmp_path):
     ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, "model_type", "mixtral"),
     ({"model_type": "mixtrall", "architectures": []}, "model_type", "did you mean 'mixtral'"),
     ({"num_experts_per_tok": "2"}, "num_experts_per_tok", "an integer >= 1"),
-    ({"quantization_config": {"quant_method": "gptq"}}, "quant_method",
-     "expected one of: fp8, mxfp4"),
+    ({"quantization_config": {"quant_method": "bitsandbytes"}}, "quant_method",
+     "expected one of: awq, fp8, gptq, modelopt, mxfp4"),
+    ({"quantization_config": {"quant_method": "gptq", "bits": 3}}, "quantization_config.bits",
+     "expected 4 or 8"),
     ({"torch_dtype": "int3"}, "torch_dtype", "expected one of"),
 ])
 def test_hf_bad_values_are_config_errors(tmp_path, change, field, expected):

@@ -11,7 +11,7 @@ from moesim import ConfigError, predict, predict_many
 from moesim.cli import main
 
 JSON_KEYS = {"time_s", "tokens_per_s", "breakdown_s", "bottleneck", "flops", "hbm_bytes",
-             "comm_bytes", "memory_bytes_per_device", "fits_in_memory", "load_imbalance"}
+             "comm_bytes", "moe_memory_bytes_per_device", "moe_fits_in_memory", "load_imbalance"}
 
 
 def test_predict_result_to_dict():

@@ -20,14 +20,15 @@ FP8_IS_2X_BF16 = {"h100-sxm", "h800-sxm", "h200-sxm", "b200", "gb200-nvl72", "mi
 BLACKWELL = {"b200", "gb200-nvl72"}
 #: Fields that are never on a datasheet: their source must say it is an assumption.
 ASSUMED_FIELDS = ("compute.gemm_tile_m", "compute.gemm_tile_n", "compute.launch_overhead_s",
-                  "scale_up.latency_s", "scale_out.latency_s")
+                  "compute.comm_overlap_fraction", "compute.split_k_min_k",
+                  "memory.reserved_bytes", "scale_up.latency_s", "scale_out.latency_s")
 
 
 def _sourced_fields(profile: HardwareProfile) -> list[str]:
     """Dotted paths of every field that must carry a ``sources`` entry."""
     dump = profile.model_dump()
     paths = ["compute.units", "compute.gemm_tile_m", "compute.gemm_tile_n",
-             "compute.launch_overhead_s"]
+             "compute.launch_overhead_s", "compute.comm_overlap_fraction", "compute.split_k_min_k"]
     paths += [f"compute.peak_flops_per_s.{dtype}" for dtype in dump["compute"]["peak_flops_per_s"]]
     for section in ("memory", "scale_up", "scale_out", "host_link"):
         if dump.get(section) is not None:
@@ -103,6 +104,38 @@ def test_every_efficiency_has_a_basis_and_a_note(name):
         assert len(eff.note.strip()) >= 20, f"{name}: {field} note too short: {eff.note!r}"
         if profile.kind == "datasheet":
             assert eff.basis == "assumption", f"{name}: {field} claims a measurement"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_assumptions_live_in_the_profile(name):
+    """What the cost model and the offload planner assume about a device is profile data with a
+    basis, not a constant in code: phase kernel counts for every phase, the host-link efficiency
+    where there is a host link, and the fields above (checked by the assumption tests)."""
+    from moesim.config.hardware import KERNEL_PHASES
+
+    profile = load_profile(name)
+    phases = profile.efficiency.phases
+    assert set(KERNEL_PHASES) <= set(phases.kernels), name
+    assert phases.basis in ("measured", "assumption") and len(phases.note) >= 20
+    if profile.host_link is not None:
+        host = profile.efficiency.host_link_bandwidth
+        assert host is not None and len(host.note) >= 20, name
+    for path in ("compute.comm_overlap_fraction", "compute.split_k_min_k", "memory.reserved_bytes"):
+        source = _source_for(profile, path) or ""
+        assert len(source) >= 40, f"{name}: {path} has no rationale: {source!r}"
+
+
+def test_a_profile_without_phase_kernels_or_host_efficiency_is_refused(tmp_path):
+    text = (PROFILE_DIR / "h100-sxm.yaml").read_text()
+    no_host = text.replace("  host_link_bandwidth:\n", "  unused_host:\n", 1)
+    assert no_host != text
+    with pytest.raises(ConfigError, match="host_link_bandwidth|unused_host"):
+        load_profile(_write(tmp_path, "h100-sxm", no_host))
+    no_router = text.replace("{router: 3, permute: 2,", "{permute: 2,", 1)
+    assert no_router != text
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ConfigError, match="router"):
+        load_profile(_write(tmp_path / "other", "h100-sxm", no_router))
 
 
 def test_cpu_efficiencies_say_calibration_replaces_them():

@@ -190,7 +190,8 @@ def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> No
         quality["gemm"] = dense.quality
     if ffn_recs:
         stream = ffn_fit.streaming(doc["efficiency"].get("phases"), peak_bps,
-                                   mem_bps / peak_bps, {r.params["dtype"] for r in ffn_recs})
+                                   mem_bps / peak_bps, {r.params["dtype"] for r in ffn_recs},
+                                   base.efficiency.phases.kernels["activation"])
         fit = ffn_fit.fit_ffn(dev, stream, grouped, ffn_recs)
         quality["gemm_layer_ffn"] = fit.quality
         if dense:

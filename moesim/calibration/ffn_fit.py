@@ -154,17 +154,15 @@ def check_dense(dev, stream, grouped, dense_tables: dict, recs: list[Record]) ->
     return out
 
 
-def streaming(phases: dict, peak_bytes_per_s: float, mem_eff: float, dtypes) -> dict:
+def streaming(phases: dict, peak_bytes_per_s: float, mem_eff: float, dtypes,
+              base_kernels: float) -> dict:
     """dtype -> :class:`Streaming` from the ``efficiency.phases`` being written (fallbacks as
-    ``moesim.predict`` has them: the memory efficiency and the default kernel count)."""
-    from moesim.config.hardware import DEFAULT_PHASE_KERNELS
-
+    ``moesim.predict`` has them: the memory efficiency and the base profile's kernel count)."""
     kernels = (phases or {}).get("kernels", {})
     effs = (phases or {}).get("memory_efficiency", {})
     out = {}
     for d in dtypes:
         e = effs.get(f"activation/{d}", effs.get("activation", mem_eff))
-        k = kernels.get(f"activation/{d}", kernels.get("activation",
-                                                        DEFAULT_PHASE_KERNELS["activation"]))
+        k = kernels.get(f"activation/{d}", kernels.get("activation", base_kernels))
         out[d] = Streaming(peak_bytes_per_s * e, float(k))
     return out

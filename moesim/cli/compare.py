@@ -93,18 +93,20 @@ def format_table(table, kinds: dict) -> str:
     """Side-by-side text table; 'vs first' is the first profile's time over this one's."""
     first = table[table["hardware"] == table["hardware"].iloc[0]].set_index(["tokens", "ep"])
     lines = [f"{'profile':<16}{'kind':<11}{'tokens':>7}{'ep':>5}{'time':>12}{'tokens/s':>14}"
-             f"{'vs first':>9}  {'bottleneck':<22}{'memory/device':>24}"]
+             f"{'vs first':>9}  {'bottleneck':<22}{'MoE-layer mem/dev':>24}"]
     for key, group in table.groupby(["tokens", "ep"], sort=False):
         for _, r in group.iterrows():
             speed = first.loc[key, "time_s"] / r["time_s"]
-            mem = f"{human_bytes(r['memory_bytes_per_device'])} / " \
+            mem = f"{human_bytes(r['moe_memory_bytes_per_device'])} / " \
                   f"{human_bytes(r['memory_capacity_bytes'])}"
             dtype = "*" if isinstance(r.get("compute_dtype"), str) and \
                 r["compute_dtype"] != table["compute_dtype"].iloc[0] else ""
             lines.append(f"{r['hardware'] + dtype:<16}{kinds[r['hardware']]:<11}{r['tokens']:>7}"
                          f"{r['ep']:>5}{human_time(r['time_s']):>12}{r['tokens_per_s']:>14,.0f}"
                          f"{speed:>8.2f}x  {r['bottleneck']:<22}{mem:>17} "
-                         f"{'fits' if r['fits_in_memory'] else 'NO FIT'}")
+                         f"{'fits' if r['moe_fits_in_memory'] else 'NO FIT'}")
+    lines.append("MoE-layer mem/dev: weights of the MoE layers (routed + shared experts, routers) and "
+                 "this layer's buffers; attention, dense layers and KV cache not counted")
     return "\n".join(lines)
 
 

@@ -36,9 +36,11 @@ def register(sub) -> None:
     p.add_argument("--overlap", default="sum", choices=["sum", "max"],
                    help="fetches stall the layer (sum) or overlap its compute (max)")
     p.add_argument("--host-efficiency", type=float, default=None,
-                   help="fraction of the host link's peak reached by copies (default 0.8)")
+                   help="fraction of the host link's peak reached by copies "
+                   "(default: the profile's efficiency.host_link_bandwidth)")
     p.add_argument("--reserve-gb", type=float, default=None,
-                   help="device memory kept for the runtime (default 1 GiB)")
+                   help="device memory kept for the runtime "
+                   "(default: the profile's memory.reserved_bytes)")
     p.add_argument("--sweep", action="store_true", help="also print tokens/s against cache size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -46,14 +48,12 @@ def register(sub) -> None:
 
 
 def _kwargs(args) -> dict:
-    from moesim.offload import RESERVE_BYTES
-
     extra = {"weight_dtype": args.weight_dtype} if args.weight_dtype else {}
     return dict(**extra, model=args.model, hardware=args.hardware, batch=args.batch, policy=args.policy,
                 routing=args.routing, trace=args.trace, prefetch_accuracy=args.prefetch_accuracy,
                 overlap=args.overlap, context=args.context, seed=args.seed,
                 host_efficiency=args.host_efficiency,
-                reserve_bytes=args.reserve_gb * 1e9 if args.reserve_gb is not None else RESERVE_BYTES)
+                reserve_bytes=args.reserve_gb * 1e9 if args.reserve_gb is not None else None)
 
 
 def run(args: argparse.Namespace) -> int:

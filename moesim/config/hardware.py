@@ -41,10 +41,13 @@ class Compute(_Frozen):
                                      description="fixed cost of one kernel launch")
     grouped_gemm: bool = Field(True, description="expert GEMMs run as one grouped kernel "
                                "(else one kernel per expert with tokens)")
-    comm_overlap_fraction: float = Field(1.0, ge=0.0, le=1.0, description=(
+    comm_overlap_fraction: float = Field(ge=0.0, le=1.0, description=(
         "share of min(exchange, compute) that overlap modes hide: 1 where engines apart from "
         "the compute units move the bytes (GPU copy engines, NVLink/RDMA), less where the "
         "ranks' own cores do (CPU ranks over gloo; measured by the shared-profile step)"))
+    split_k_min_k: int = Field(gt=0, description=(
+        "split-K keeps at least this much of K per split (``core.gemm``): thin GEMMs with "
+        "fewer output tiles than units split K up to K // split_k_min_k ways"))
     idle_peer_speedup: float = Field(1.0, ge=1.0, description=(
         "ranks that share cores (a per-rank profile measured with all ranks busy): how much "
         "faster one rank computes while its peers wait; 1 for a dedicated device"))
@@ -74,6 +77,9 @@ class Memory(_Frozen):
     capacity_bytes: float = Field(gt=0, le=CAPACITY_RANGE_BYTES[1])
     bandwidth_bytes_per_s: float = Field(gt=0, le=BANDWIDTH_RANGE_BYTES_PER_S[1])
     l2_bytes: float = Field(ge=0, le=CAPACITY_RANGE_BYTES[1])
+    reserved_bytes: float = Field(ge=0, le=CAPACITY_RANGE_BYTES[1], description=(
+        "device memory weights and caches cannot use: runtime context, allocator slack, "
+        "activation workspace (offload memory plans subtract it)"))
 
     _floor = field_validator("capacity_bytes", "bandwidth_bytes_per_s")(
         classmethod(lambda cls, v, info: _at_least(v, info.field_name)))
@@ -140,10 +146,8 @@ class Efficiency(_Frozen):
         return np.interp(np.log(x), log_x, eff)
 
 
-#: Kernels each memory-bound phase launches when fused as on GPUs: router = GEMM + score + top-k,
-#: permute = index build + gather, unpermute = weighted gather + reduce, activation = one
-#: fused SwiGLU/GELU kernel. Calibration replaces them with measured op counts (eager torch).
-DEFAULT_PHASE_KERNELS = {"router": 3.0, "permute": 2.0, "unpermute": 2.0, "activation": 1.0}
+#: The memory-bound phases whose kernel launches a profile counts (``efficiency.phases``).
+KERNEL_PHASES = ("router", "permute", "unpermute", "activation")
 
 
 class PhaseCosts(_Frozen):
@@ -151,8 +155,10 @@ class PhaseCosts(_Frozen):
 
     ``kernels``: kernel launches (torch ops) per phase, each costing ``launch_overhead_s``;
     ``memory_efficiency``: fraction of peak memory bandwidth the phase's streaming reaches.
-    Keys are ``phase`` or ``phase/dtype`` (the dtype of the activations); missing keys fall back
-    to :data:`DEFAULT_PHASE_KERNELS` and ``efficiency.memory_bandwidth``.
+    Keys are ``phase`` or ``phase/dtype`` (the dtype of the activations); every phase of
+    :data:`KERNEL_PHASES` needs a bare ``phase`` key in ``kernels`` (the count for dtypes not
+    listed; a ``base:`` profile's keys are kept under a child's); ``memory_efficiency`` falls back
+    to ``efficiency.memory_bandwidth``.
     """
 
     kernels: dict[str, float] = Field(default_factory=dict)
@@ -168,7 +174,16 @@ class PhaseCosts(_Frozen):
                 raise ValueError(f"memory_efficiency['{key}'] must be in (0, 1], got {eff}")
         return value
 
-    def lookup(self, table: str, phase: str, dtype: str, default: float) -> float:
+    @field_validator("kernels")
+    @classmethod
+    def _every_phase(cls, value: dict[str, float]) -> dict[str, float]:
+        missing = [p for p in KERNEL_PHASES if p not in value]
+        if missing:
+            raise ValueError(f"kernels needs a count for every phase; missing {missing} "
+                             f"(expected keys {', '.join(KERNEL_PHASES)}, optionally /dtype)")
+        return value
+
+    def lookup(self, table: str, phase: str, dtype: str, default: float | None = None) -> float:
         values = getattr(self, table)
         return values.get(f"{phase}/{dtype}", values.get(phase, default))
 
@@ -181,7 +196,7 @@ class Efficiencies(_Frozen):
     scale_up_bandwidth: Efficiency  # fraction of NVLink/xGMI peak reached by all-to-all
     scale_out_bandwidth: Efficiency  # fraction of NIC peak reached by all-to-all
     host_link_bandwidth: Efficiency | None = None  # fraction of host-link peak (expert fetches)
-    phases: PhaseCosts | None = None  # kernels and streaming efficiency of memory-bound phases
+    phases: PhaseCosts  # kernels and streaming efficiency of memory-bound phases
 
 
 class HardwareProfile(_Frozen):
@@ -198,6 +213,13 @@ class HardwareProfile(_Frozen):
     sources: dict[str, str] = Field(default_factory=dict)
     provenance: dict | None = None
     fit_quality: dict | None = None
+
+    @model_validator(mode="after")
+    def _host_link_efficiency(self) -> "HardwareProfile":
+        if self.host_link is not None and self.efficiency.host_link_bandwidth is None:
+            raise ValueError("a profile with host_link needs efficiency.host_link_bandwidth "
+                             "(the fraction of the link's peak that expert copies reach)")
+        return self
 
     def peak_flops_per_s(self, dtype: str) -> float:
         peaks = self.compute.peak_flops_per_s
@@ -220,7 +242,13 @@ def _merge(base: dict, child: dict) -> dict:
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "efficiency":
             out[key] = _merge(out[key], value)
         elif key == "efficiency" and isinstance(out.get(key), dict) and isinstance(value, dict):
-            out[key] = {**out[key], **value}  # an efficiency is replaced whole
+            merged = {**out[key], **value}  # an efficiency is replaced whole
+            base_phases, phases = out[key].get("phases"), value.get("phases")
+            if isinstance(base_phases, dict) and isinstance(phases, dict):
+                # except the base's per-phase kernel counts, which serve dtypes the child omits
+                merged["phases"] = {**phases, "kernels": {**base_phases.get("kernels", {}),
+                                                          **phases.get("kernels", {})}}
+            out[key] = merged
         else:
             out[key] = value
     return out

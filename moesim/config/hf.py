@@ -12,9 +12,19 @@ Which layers are MoE follows the family's modelling code in ``transformers``:
 * Llama 4: ``text_config.moe_layers``, else ``range(step - 1, num_hidden_layers, step)`` with
   ``step = interleave_moe_layer_step``.
 
-Dtypes: ``quantization_config.quant_method`` ``fp8`` (DeepSeek block FP8: weights and GEMM
-inputs in FP8, so tokens are dispatched in FP8) or ``mxfp4`` (gpt-oss: weight-only MXFP4,
-BF16 activations); otherwise ``torch_dtype``/``dtype``. Any other quantisation is an error.
+Dtypes (:mod:`moesim.config.dtypes`) from ``quantization_config``:
+
+* ``fp8`` with ``weight_block_size [128, 128]`` (DeepSeek-V3, Kimi K2, Qwen3 FP8): block-scaled
+  ``fp8`` weights; GEMM inputs are FP8 too, so tokens are dispatched in FP8 (1x128 scales).
+  ``fp8`` without a block size: per-tensor ``fp8-tensor``.
+* ``mxfp4`` (gpt-oss): ``mxfp4`` weights computed in BF16 (transformers/vLLM dequantise on
+  GPUs without FP4 tensor cores), BF16 activations.
+* ``gptq`` / ``awq`` (``bits`` 4 or 8, ``group_size``): weight-only ``int4-g<group_size>``
+  (``int4`` for ``group_size -1``) or ``int8``, computed in the activation dtype (w4a16).
+* ``modelopt`` (NVIDIA TensorRT Model Optimizer exports) with ``quant_algo`` ``NVFP4``:
+  ``nvfp4`` weights and FP4 GEMMs; ``FP8``: ``fp8-tensor``.
+
+Otherwise ``torch_dtype``/``dtype``. Any other quantisation is an error naming what is known.
 """
 from __future__ import annotations
 
@@ -27,10 +37,7 @@ from moesim.config.files import load_json_file
 from moesim.config.model import MoEModel, validate_model
 
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
-_QUANT_METHODS = {
-    "fp8": {"weight_dtype": "fp8", "dispatch_dtype": "fp8"},
-    "mxfp4": {"weight_dtype": "fp4", "compute_dtype": "bf16"},
-}
+_QUANT_METHODS = ("fp8", "mxfp4", "gptq", "awq", "modelopt")
 
 
 class _Json:
@@ -211,21 +218,45 @@ def _model_type(c: _Json) -> str:
 
 
 def _dtypes(c: _Json, model_type: str) -> dict:
-    quant = c.get("quantization_config")
-    if quant is not None:
-        method = quant.get("quant_method") if isinstance(quant, dict) else None
-        if method not in _QUANT_METHODS:
-            raise c.error("quantization_config.quant_method",
-                          unknown("quant_method", method, _QUANT_METHODS)
-                          + "; describe this checkpoint in a moesim model YAML instead")
-        return dict(_QUANT_METHODS[method])
     text = c.get("text_config") if model_type == "llama4" else None
     torch_dtype = c.get("torch_dtype") or c.get("dtype") or (text or {}).get("torch_dtype")
-    if torch_dtype is None:
-        return {"weight_dtype": "bf16"}
-    if torch_dtype not in _TORCH_DTYPES:
+    if torch_dtype is not None and torch_dtype not in _TORCH_DTYPES:
         raise c.error("torch_dtype", unknown("torch_dtype", torch_dtype, _TORCH_DTYPES))
-    return {"weight_dtype": _TORCH_DTYPES[torch_dtype]}
+    unquantized = _TORCH_DTYPES.get(torch_dtype, "bf16")
+    if c.get("quantization_config") is not None:
+        return _quantized(c.nested("quantization_config", "a quantization config"), unquantized)
+    return {"weight_dtype": unquantized}
+
+
+def _quantized(q: _Json, unquantized: str) -> dict:
+    """Dtype fields for a ``quantization_config`` (see the module docstring); ``unquantized``:
+    the checkpoint's ``torch_dtype``, which weight-only GPTQ/AWQ keep for activations."""
+    method = q.get("quant_method")
+    if method == "fp8":
+        block = q.get("weight_block_size")
+        weight = "fp8" if block is not None else "fp8-tensor"
+        if block is not None and list(block) != [128, 128]:
+            raise q.error("weight_block_size", f"expected [128, 128] (got {block!r})")
+        return {"weight_dtype": weight, "dispatch_dtype": "fp8"}
+    if method == "mxfp4":
+        return {"weight_dtype": "mxfp4", "compute_dtype": "bf16"}
+    if method in ("gptq", "awq"):
+        bits = q.optional("bits", 4, "bits per weight, 4 or 8", 1)
+        if bits not in (4, 8):
+            raise q.error("bits", f"expected 4 or 8 (got {bits!r})")
+        act = {"activation_dtype": unquantized}
+        if bits == 8:
+            return {"weight_dtype": "int8", "compute_dtype": unquantized, **act}
+        group = q.get("group_size", 128)
+        if isinstance(group, bool) or not isinstance(group, int) or (group < 1 and group != -1):
+            raise q.error("group_size", f"expected a positive integer or -1 (got {group!r})")
+        return {"weight_dtype": "int4" if group == -1 else f"int4-g{group}", **act}
+    if method == "modelopt":
+        algo = q.choice("quant_algo", "NVFP4", ("NVFP4", "FP8"))
+        return {"weight_dtype": "nvfp4"} if algo == "NVFP4" else \
+            {"weight_dtype": "fp8-tensor", "dispatch_dtype": "fp8"}
+    raise q.error("quant_method", unknown("quant_method", method, _QUANT_METHODS)
+                  + "; describe this checkpoint in a moesim model YAML instead")
 
 
 def _read_json(path: Path) -> dict:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from moesim.config.dtypes import DTYPE_BYTES
+from moesim.config import dtypes
 from moesim.config.errors import ConfigError, unknown
 from moesim.config.limits import bounded, not_bool
 from moesim.config.yamlio import load_yaml, pydantic_error
@@ -29,7 +29,10 @@ class MoEModel(BaseModel):
     ``expert_ffn`` is the intermediate size of one routed expert; a gated (SwiGLU) expert has
     three matrices (gate, up: hidden x ffn; down: ffn x hidden), an ungated one two.
     ``num_groups``/``topk_groups``: group-limited routing (DeepSeek-V3: 8 groups, top-4).
-    ``compute_dtype`` defaults to ``weight_dtype`` (weight-only quantisation sets it apart).
+    Dtypes are storage formats (:mod:`moesim.config.dtypes`: ``fp8`` block-scaled, ``fp8-tensor``,
+    ``mxfp4``, ``nvfp4``, ``int4-g128`` ...); ``compute_dtype`` (an arithmetic dtype) defaults
+    to what the weight format implies (``fp8`` -> fp8, ``nvfp4`` -> fp4, weight-only int4 ->
+    the activation dtype).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -55,12 +58,19 @@ class MoEModel(BaseModel):
     dispatch_dtype: str = "bf16"
     combine_dtype: str = "bf16"
 
-    @field_validator("weight_dtype", "compute_dtype", "activation_dtype", "dispatch_dtype",
-                     "combine_dtype")
+    @field_validator("weight_dtype", "activation_dtype", "dispatch_dtype", "combine_dtype")
     @classmethod
-    def _dtype(cls, value: str | None) -> str | None:
-        if value is not None and value not in DTYPE_BYTES:
-            raise ValueError(unknown("dtype", value, DTYPE_BYTES))
+    def _dtype(cls, value: str) -> str:
+        try:
+            return dtypes.check_dtype(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("compute_dtype")
+    @classmethod
+    def _compute_dtype(cls, value: str | None) -> str | None:
+        if value is not None and value not in dtypes.DTYPE_BYTES:
+            raise ValueError(unknown("compute dtype", value, dtypes.DTYPE_BYTES))
         return value
 
     @field_validator(*SIZE_FIELDS, mode="before")
@@ -93,7 +103,7 @@ class MoEModel(BaseModel):
 
     @property
     def gemm_dtype(self) -> str:
-        return self.compute_dtype or self.weight_dtype
+        return dtypes.compute_dtype(self.weight_dtype, self.compute_dtype, self.activation_dtype)
 
     @property
     def matrices(self) -> int:

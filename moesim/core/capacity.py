@@ -2,20 +2,20 @@
 
 Each expert accepts at most ``C = capacity_factor * T_total * top_k / experts`` tokens per
 batch (split over its replicas by their share); assignments beyond ``C`` are dropped and neither
-dispatched nor computed. In expectation the processed count of a slot with ``X ~ N(mu, s^2)``
-tokens (``mu = T p``, ``s^2 = T p (1 - p)``) is ``E[min(X, C)] = mu - E[(X - C)+]`` with
+dispatched nor computed. A slot's count is ``X ~ Binomial(T_total, p)`` (see
+:mod:`moesim.core.counts`); it processes ``min(X, floor(C))``, so the drop rate is
 
-    E[(X - C)+] = (mu - C) * Phi(z) + s * phi(z),  z = (mu - C) / s.
+    rate = sum_slots E[(X - floor(C))+] / sum_slots E[X],
 
-Sampled counts are simply clipped at ``C``. Source: Lepikhin et al. 2020 (GShard), Fedus et al.
-2021 (Switch Transformer), section 2.2 "expert capacity".
+with the exact binomial excess of :func:`moesim.core.counts.expected_excess`. Sampled counts are
+simply clipped at ``floor(C)``. Source: Lepikhin et al. 2020 (GShard), Fedus et al. 2021 (Switch
+Transformer), section 2.2 "expert capacity".
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr
 
-_SQRT_2PI = np.sqrt(2 * np.pi)
+from moesim.core.counts import expected_excess
 
 
 def slot_capacity(capacity_factor, tokens_total, top_k: int, experts: int,
@@ -26,27 +26,18 @@ def slot_capacity(capacity_factor, tokens_total, top_k: int, experts: int,
     return per_expert * slot_share[None, :]
 
 
-def expected_excess(mu: np.ndarray, sd: np.ndarray, cap: np.ndarray) -> np.ndarray:
-    """E[(X - cap)+] for X ~ N(mu, sd^2); exact ``max(mu - cap, 0)`` where sd == 0."""
-    safe = np.where(sd > 0, sd, 1.0)
-    z = (mu - cap) / safe
-    gauss = (mu - cap) * ndtr(z) + safe * np.exp(-z**2 / 2.0) / _SQRT_2PI  # Phi(z), phi(z)
-    return np.where(sd > 0, gauss, np.maximum(mu - cap, 0.0))
-
-
-def drop_expected(counts: np.ndarray, variance: np.ndarray, cap: np.ndarray):
-    """(processed counts, drop rate per row) for expected slot counts ``[rows, slots]``."""
-    excess = np.minimum(expected_excess(counts, np.sqrt(variance), cap), counts)
-    processed = counts - excess
-    return processed, _rate(counts, processed)
+def drop_rate_expected(tokens_total, slot_probs: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Drop rate per row for slot counts ``Binomial(tokens_total, slot_probs)`` ``[rows]``."""
+    n = np.asarray(tokens_total, dtype=float).reshape(-1, 1)
+    p = np.broadcast_to(slot_probs, cap.shape)
+    excess = expected_excess(n, p, np.floor(cap)).sum(axis=1)
+    mean = (n * p).sum(axis=1)
+    return np.where(mean > 0, excess / np.maximum(mean, 1e-30), 0.0)
 
 
 def drop_sampled(counts: np.ndarray, cap: np.ndarray):
     """(processed counts, drop rate per row) for sampled integer counts ``[rows, slots]``."""
     processed = np.minimum(counts, np.floor(cap))
-    return processed, _rate(counts, processed)
-
-
-def _rate(counts: np.ndarray, processed: np.ndarray) -> np.ndarray:
     total = counts.sum(axis=1)
-    return np.where(total > 0, 1.0 - processed.sum(axis=1) / np.maximum(total, 1e-30), 0.0)
+    rate = np.where(total > 0, 1.0 - processed.sum(axis=1) / np.maximum(total, 1e-30), 0.0)
+    return processed, rate

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.core import comm, gemm
+from moesim.core import gemm, phases
+from moesim.core.phases import _col, dense_load, ffn_gemms, shared_cores  # noqa: F401 (re-exported)
 
 PHASES = ("router", "permute", "dispatch", "experts", "shared_experts", "combine", "unpermute")
 COMPUTE_PHASES = ("router", "permute", "experts", "shared_experts", "unpermute")
@@ -48,6 +49,7 @@ class DeviceParams:
     out_eff: float
     out_latency_s: float
     idle_peer_speedup: float = 1.0
+    split_k_min_k: int = 512
 
 
 @dataclass(frozen=True)
@@ -102,136 +104,48 @@ class LayerRows:
         return replace(self, **arrays)
 
 
-def _col(x) -> np.ndarray:
-    return np.asarray(x, dtype=float).reshape(-1, 1)
-
-
-def dense_load(tokens, tile_m: int) -> gemm.DeviceLoad:
-    """One 'slot' holding all ``tokens`` of each row (router, shared experts)."""
-    counts = _col(tokens)
-    return gemm.DeviceLoad(np.ceil(counts / tile_m - 1e-9), counts, (counts > 0).astype(float))
-
-
-def ffn_gemms(load: gemm.DeviceLoad, hidden, ffn, matrices, weight_bytes_per_param, act_bytes,
-              **kw) -> tuple[gemm.GemmCost, gemm.GemmCost]:
-    """An expert FFN's two GEMMs over ``load``: gate/up ``[M, hidden] x [hidden, (m-1) ffn]``
-    and down ``[M, ffn] x [ffn, hidden]`` (``kw``: ``gemm.grouped_gemm``'s device keywords)."""
-    up_n = (matrices - 1) * ffn
-    up = gemm.grouped_gemm(load, hidden, up_n, hidden * up_n * weight_bytes_per_param,
-                           (hidden + up_n) * act_bytes, **kw)
-    down = gemm.grouped_gemm(load, ffn, hidden, hidden * ffn * weight_bytes_per_param,
-                             (ffn + hidden) * act_bytes, **kw)
-    return up, down
-
-
-def _dense(hw: DeviceParams, tokens, k_dim, n_dim, weight_bytes, act_bytes, peak, eff) -> gemm.GemmCost:
-    """A dense GEMM on every device (the router)."""
-    load = dense_load(tokens, hw.tile_m)
-    return gemm.grouped_gemm(load, k_dim, n_dim, weight_bytes,
-                             act_bytes, peak_flops_per_s=peak, units=hw.units, tile_m=hw.tile_m,
-                             tile_n=hw.tile_n, eff_gemm=eff, mem_bytes_per_s=hw.mem_bytes_per_s,
-                             eff_mem=hw.mem_eff, launch_overhead_s=hw.launch_overhead_s)
-
-
 def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_devices: int,
-                counts: np.ndarray, hit: np.ndarray, volumes: dict[str, np.ndarray],
+                counts, hit: np.ndarray, volumes: dict[str, np.ndarray],
                 kernel: str = "per-expert") -> dict:
-    """Per-phase cost arrays ``[rows, devices]`` plus the work counters behind them.
+    """Per-phase cost arrays ``[rows, devices]`` plus the work counters behind them; each phase
+    is priced by its function in :mod:`moesim.core.phases`.
 
-    ``kernel='all-to-all-v'`` (torch ``all_to_all_single`` with uneven splits) adds, when rows
-    cross devices, a count exchange to the dispatch (one latency + launch) and a receive-side
-    regroup of the rows by local expert to permute and unpermute (a read + write pass each).
+    ``counts``: tokens per slot ``[rows, slots]`` or their distribution (a ``SlotCounts``);
+    ``hit``: P(slot has >= 1 token). ``kernel='all-to-all-v'`` (torch ``all_to_all_single``
+    with uneven splits) adds, when rows cross devices, a count exchange to the dispatch (one
+    latency + launch) and a receive-side regroup of the rows by local expert to permute and
+    unpermute (a read + write pass each).
     """
-    h, f, m, a = rows.hidden, rows.expert_ffn, rows.matrices, rows.act_bytes
-    t, k = rows.tokens, rows.top_k
-    launch = hw.launch_overhead_s
-    kernels, eff = rows.phase_kernels, rows.phase_mem_eff
-
-    def stream(nbytes, phase: str, launches=None):
-        """Streaming time of ``phase``: bytes at its bandwidth + its kernel launches."""
-        return gemm.streaming_time(nbytes, hw.mem_bytes_per_s, _col(eff[phase]),
-                                   _col(kernels[phase]) if launches is None else launches, launch)
-
-    router = _dense(hw, t, h, rows.experts, h * rows.experts * a, (h + rows.experts) * a,
-                    rows.peak_router_flops_per_s, rows.router_eff)
-    score_bytes = _col(t * rows.experts * 4.0 * 2 + t * k * 8.0)  # fp32 logits in/out, ids+weights
-    # the router GEMM is one of the router's kernels; score + top-k are the others
-    router_s = router.time_s + stream(score_bytes, "router", _col(kernels["router"] - 1.0))
-    rows_bytes = _col(t * k * h * a)
-    permute_s = stream(rows_bytes * 2, "permute")  # read + write every (token, expert) row
-    unpermute_s = stream(rows_bytes + _col(t * h * a), "unpermute")
-
-    kw = dict(units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n, mem_bytes_per_s=hw.mem_bytes_per_s,
-              eff_mem=hw.mem_eff, launch_overhead_s=launch, grouped=hw.grouped_gemm,
-              peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff)
-    up_n = (m - 1) * f
+    stream = phases.Streamer(hw, rows)
+    router_s, logits, score_bytes = phases.router(hw, rows, stream)
+    permute_s, unpermute_s, rows_bytes = phases.permute_unpermute(rows, stream)
     load = gemm.DeviceLoad.from_slots(counts, hit, slot_device, num_devices, hw.tile_m)
-    g1, g2 = ffn_gemms(load, h, f, m, rows.weight_bytes_per_param, a, **kw)
-    dev_tokens = load.tokens
-    act_kernels = _col(kernels["activation"])
-    act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
-    act_s = stream(dev_tokens * _col((up_n + f) * a), "activation",
-                   np.where(dev_tokens > 0, act_launch, 0.0))
-    experts_s = shared_cores(g1.time_s + g2.time_s + act_s, hw.idle_peer_speedup)
-
-    sf = rows.shared_ffn
-    has_shared = sf > 0
-    s1, s2 = ffn_gemms(dense_load(t * has_shared, hw.tile_m), h, sf, m,
-                       rows.weight_bytes_per_param, a, **kw)
-    shared_act = stream(_col(t * has_shared * ((m - 1) * sf + sf) * a), "activation",
-                        _col(has_shared * kernels["activation"]))
-    shared_s = s1.time_s + s2.time_s + shared_act
-
-    link = dict(up_bytes_per_s=hw.up_bytes_per_s, up_eff=hw.up_eff, up_latency_s=hw.up_latency_s,
-                out_bytes_per_s=hw.out_bytes_per_s, out_eff=hw.out_eff,
-                out_latency_s=hw.out_latency_s, launch_overhead_s=launch)
-    dispatch = comm.alltoall(volumes, rows.dispatch_bytes_per_copy, **link)
-    combine = comm.alltoall(volumes, rows.combine_bytes_per_copy, reverse=True, **link)
+    experts_s, g1, g2, act_s, act_bytes = phases.routed_experts(hw, rows, load, stream)
+    shared_s, s1, s2, shared_act = phases.shared_experts(hw, rows, stream)
+    dispatch, combine = phases.exchanges(hw, rows, volumes)
 
     ones = np.ones((1, num_devices))
-    permute_dev, unpermute_dev = permute_s * ones, unpermute_s * ones
-    dispatch_s = dispatch.time_s
+    permute_dev, unpermute_dev, dispatch_s = permute_s * ones, unpermute_s * ones, dispatch.time_s
     if kernel == "all-to-all-v" and num_devices > 1:
-        moved = (dispatch.intra_bytes + dispatch.inter_bytes) > 0
-        count_exchange = np.where(dispatch.inter_bytes > 0, hw.out_latency_s, hw.up_latency_s)
-        dispatch_s = dispatch_s + np.where(moved, count_exchange + launch, 0.0)
-        regroup = dev_tokens * _col(2.0 * h * a)  # read + write every received row
-        permute_dev = permute_dev + stream(regroup, "permute")
-        # the way back is the same kind of row gather, not the weighted reduction
-        unpermute_dev = unpermute_dev + stream(regroup, "permute")
-    phases = {
-        "router": router_s * ones, "permute": permute_dev, "dispatch": dispatch_s,
-        "experts": experts_s, "shared_experts": shared_s * ones, "combine": combine.time_s,
-        "unpermute": unpermute_dev,
-    }
-    expert_compute = g1.compute_s + g2.compute_s
-    expert_memory = g1.memory_s + g2.memory_s + act_s
+        count_exchange, regroup = phases.alltoallv_extras(hw, rows, dispatch, load.tokens, stream)
+        dispatch_s = dispatch_s + count_exchange
+        permute_dev, unpermute_dev = permute_dev + regroup, unpermute_dev + regroup
+    shared_compute = s1.compute_s + s2.compute_s >= s1.memory_s + s2.memory_s + shared_act
     return {
-        "phases": phases,
-        "experts_bound": np.where(expert_compute >= expert_memory, "compute", "memory"),
-        "shared_bound": np.broadcast_to(np.where(
-            s1.compute_s + s2.compute_s >= s1.memory_s + s2.memory_s + shared_act,
-            "compute", "memory"), (len(t), num_devices)),
+        "phases": {"router": router_s * ones, "permute": permute_dev, "dispatch": dispatch_s,
+                   "experts": experts_s, "shared_experts": shared_s * ones,
+                   "combine": combine.time_s, "unpermute": unpermute_dev},
+        "experts_bound": np.where(g1.compute_s + g2.compute_s >= g1.memory_s + g2.memory_s + act_s,
+                                  "compute", "memory"),
+        "shared_bound": np.broadcast_to(np.where(shared_compute, "compute", "memory"),
+                                        (len(rows.tokens), num_devices)),
         "dispatch": dispatch, "combine": combine,
-        "flops": (router.flops + s1.flops + s2.flops) * ones + g1.flops + g2.flops,
-        "hbm_bytes": (router.bytes + s1.bytes + s2.bytes + score_bytes + rows_bytes * 3) * ones
-        + g1.bytes + g2.bytes + dev_tokens * _col((up_n + f) * a),
-        "dev_tokens": dev_tokens,
+        "flops": (logits.flops + s1.flops + s2.flops) * ones + g1.flops + g2.flops,
+        "hbm_bytes": (logits.bytes + s1.bytes + s2.bytes + score_bytes + rows_bytes * 3) * ones
+        + g1.bytes + g2.bytes + act_bytes,
+        "dev_tokens": load.tokens,
         "experts_hit": load.experts_hit,
     }
-
-
-def shared_cores(stage_s: np.ndarray, speedup: float) -> np.ndarray:
-    """Per-device time of a stage between two collectives ``[rows, devices]`` when the ranks
-    share C cores (``speedup`` = R / C measured: a per-rank profile prices each rank at its
-    share with every rank busy). Preemptive scheduling of the ranks' work ``w_r`` on C cores
-    ends at ``max(max_r w_r, sum_r w_r / C)`` (McNaughton's bound, which a work-conserving
-    scheduler reaches): in shared-profile times ``t_r = w_r * R / C`` that is
-    ``max(max_r t_r / speedup, mean_r t_r)``; a rank never takes longer than its own ``t_r``."""
-    if speedup <= 1.0 or stage_s.shape[1] < 2:
-        return stage_s
-    floor = np.maximum(stage_s / speedup, stage_s.mean(axis=1, keepdims=True))
-    return np.minimum(stage_s, floor)
 
 
 def combine_phases(phases: dict[str, np.ndarray], overlap: np.ndarray,

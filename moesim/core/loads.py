@@ -1,16 +1,21 @@
 """Per-slot token counts and per-device traffic, in expectation or sampled.
 
-Expectation (``expected_loads``): slot counts ``T_total * q_e * share``; P(slot hit)
-``1 - (1 - q_e * share)**T_total``. The slowest device's load fluctuates above its mean; its
-expected maximum over D devices is approximated by ``mu_d + z_D * sigma_d`` (Gaussian loads,
-``z_D`` = expected max of D standard normals), applied as a factor to each device's counts and
-received volumes. Sampled (``sampled_loads``): multinomial counts per source device.
+Expectation (``expected_loads``): slot counts ``X ~ Binomial(T_total, q_e * share)`` (a
+:class:`~moesim.core.counts.SlotCounts`, so row tiles and capacity are expectations over the
+distribution, not functions of its mean); P(slot hit) ``1 - (1 - q_e * share)**T_total``. The
+slowest device's load fluctuates above its mean; its expected maximum over D devices is
+approximated by ``mu_d + z_D * sigma_d`` (Gaussian loads, ``z_D`` = expected max of D standard
+normals), applied as a factor to the success probability of each of its slots and to its
+received volumes. The drop rate under capacity is a property of every slot, so it is computed
+from the uninflated distribution (``apply_capacity``). Sampled (``sampled_loads``): multinomial
+counts per source device.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from moesim.core import capacity, traffic
+from moesim.core.counts import SlotCounts
 from moesim.core.gemm import per_device_sum
 from moesim.core.placement import Placement
 from moesim.core.routing import expected_max_std_normal
@@ -23,7 +28,8 @@ def slot_probs(q: np.ndarray, placement: Placement) -> np.ndarray:
 
 def expected_loads(q: np.ndarray, placement: Placement, tokens_per_device: np.ndarray,
                    volumes: dict[str, np.ndarray]):
-    """(counts, hit, volumes, imbalance) with the fluctuation factor applied; arrays per row."""
+    """(counts, hit, volumes, imbalance) with the fluctuation factor applied; ``counts`` is a
+    ``SlotCounts`` (the busiest device's slots), the others arrays per row."""
     p = slot_probs(q, placement)
     total = np.asarray(tokens_per_device, dtype=float)[:, None] * placement.num_devices
     counts = total * p
@@ -35,13 +41,13 @@ def expected_loads(q: np.ndarray, placement: Placement, tokens_per_device: np.nd
     z = float(expected_max_std_normal(placement.num_devices))
     factor = 1.0 + z * np.sqrt(var) / np.maximum(mu, 1e-12)
     factor = np.where(mu > 0, factor, 1.0)
-    counts = counts * factor[:, placement.slot_device]
+    inflated = np.minimum(p * factor[:, placement.slot_device], 1.0)
     scaled = dict(volumes)
     for key in ("recv_intra", "recv_inter"):
         scaled[key] = volumes[key] * factor
     mean_load = mu.mean(axis=1, keepdims=True)
     imbalance = (mu * factor).max(axis=1) / np.maximum(mean_load[:, 0], 1e-12)
-    return counts, hit, scaled, imbalance
+    return SlotCounts(total, inflated), hit, scaled, imbalance
 
 
 def sampled_loads(q: np.ndarray, placement: Placement, tokens_per_device: int, top_k: int,
@@ -140,22 +146,24 @@ def trace_loads(ids: np.ndarray, placement: Placement, tokens_per_device: int, s
 
 
 def apply_capacity(q: np.ndarray, placement: Placement, tokens_per_device: np.ndarray,
-                   counts: np.ndarray, volumes: dict[str, np.ndarray], capacity_factor: float,
+                   counts, volumes: dict[str, np.ndarray], capacity_factor: float,
                    top_k: int, sampled: bool = False):
     """(processed counts, volumes scaled by the kept fraction, drop rate) under expert capacity.
 
+    Sampled integer counts are clipped; expected ``SlotCounts`` get the cap (so row tiles and
+    tokens are those of ``min(X, cap)``), and the drop rate is ``sum E[(X - cap)+] / sum E[X]``
+    over the uninflated slot distributions (every slot drops, not only the busiest device's).
     Dropped assignments are neither sent nor computed; per-device volumes shrink by the row's
     kept fraction (the drop happens at the hot experts, so this spreads it evenly: an
     approximation for the senders, exact in total).
     """
-    p = slot_probs(q, placement)
     total = np.asarray(tokens_per_device, dtype=float) * placement.num_devices
     cap = capacity.slot_capacity(capacity_factor, total, top_k, placement.num_experts,
                                  placement.slot_share)
     if sampled:
         processed, rate = capacity.drop_sampled(counts, cap)
     else:
-        variance = total[:, None] * p * (1.0 - np.minimum(p, 1.0))
-        processed, rate = capacity.drop_expected(counts, variance, cap)
+        rate = capacity.drop_rate_expected(total, slot_probs(q, placement), cap)
+        processed = counts.capped(cap)
     kept = (1.0 - rate)[:, None]
     return processed, {k: v * kept for k, v in volumes.items()}, rate

@@ -14,6 +14,8 @@ array (``moesim.inputs.inclusion_probs`` reads the file, :func:`moesim.traces.io
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.special import ndtri
 
@@ -91,6 +93,31 @@ def trace_inclusion(ids: np.ndarray, experts: int, top_k: int, source: str = "")
                           f" expected top_k={top_k} columns and ids in [0, {experts - 1}]",
                           file=source or None, field="routing")
     return np.bincount(ids.ravel(), minlength=experts) / ids.shape[0]
+
+
+@lru_cache(maxsize=64)
+def kept_group_counts(per_group: int, num_groups: int, topk_groups: int, top_k: int,
+                      tokens: int = 16384, seed: int = 0) -> np.ndarray:
+    """P(a kept group supplies k of a token's top_k experts) ``[top_k + 1]``, group-limited routing.
+
+    DeepSeek-V3's rule (``noaux_tc``; DeepSeek-V3 Technical Report sec. 2.1.2 and its
+    ``MoEGate``): a group's score is the sum of its two best expert scores, the ``topk_groups``
+    best groups are kept, and the token takes the ``top_k`` best experts among the kept groups.
+    A kept group is kept because its best experts score high, so the experts spread over the kept
+    groups more evenly than a uniform draw from them would (DeepSeek-V3: P(k) = 0.01, 0.26, 0.50,
+    0.19, 0.04 for k = 0..4), and not as exactly ``top_k / topk_groups`` per group either. The law
+    has no closed form; it is evaluated once per shape on ``tokens`` seeded tokens with
+    exchangeable (i.i.d. uniform) scores, the uniform-routing case (the standard error of each
+    probability is <= 0.004). Mean: ``top_k / topk_groups``.
+    """
+    rng = np.random.default_rng(seed)
+    scores = rng.random((tokens, num_groups, per_group))
+    best_two = np.sort(scores, axis=2)[:, :, -min(2, per_group):].sum(axis=2)
+    kept = np.argsort(-best_two, axis=1, kind="stable")[:, :topk_groups]  # [tokens, topk_groups]
+    inside = np.take_along_axis(scores, kept[:, :, None], axis=1).reshape(tokens, -1)
+    threshold = -np.partition(-inside, top_k - 1, axis=1)[:, top_k - 1:top_k]
+    per_kept = (inside >= threshold).reshape(tokens, topk_groups, per_group).sum(axis=2)
+    return np.bincount(per_kept.ravel(), minlength=top_k + 1)[:top_k + 1] / per_kept.size
 
 
 def expected_max_std_normal(n) -> np.ndarray:

@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln
 
-from moesim.config.dtypes import bytes_with_scales
+from moesim.config import dtypes
 from moesim.core.placement import Placement
-from moesim.core.routing import cap_inclusion
+from moesim.core.routing import cap_inclusion, kept_group_counts
 
 A2A_KERNELS = ("per-expert", "all-to-all-v", "per-device", "hierarchical", "padded")
 
@@ -33,7 +33,7 @@ def token_bytes(hidden, dtype: str) -> np.ndarray:
 
     fp8 (DeepSeek-V3/DeepEP): ``hidden + hidden/128*4``; bf16: ``2*hidden``.
     """
-    return bytes_with_scales(dtype, np.asarray(hidden, dtype=float))
+    return dtypes.token_bytes(dtype, np.asarray(hidden, dtype=float))
 
 
 def _log_none_chosen(n: np.ndarray, m: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -51,26 +51,34 @@ def hit_probability(owner: np.ndarray, num_owners: int, placement: Placement, q:
     """P(a token sends at least one of its ``top_k`` choices to owner o) ``[num_owners]``.
 
     ``owner[slot]`` maps each slot to a device or a node. Closed form: with group-limited
-    routing a token picks ``topk_groups`` of ``num_groups`` groups (group g with probability
-    ``s_g``, capped-proportional to its load) and ``k_g = top_k / topk_groups`` experts inside
-    each; inside a chosen group the owner holds ``m`` expert-equivalents of the ``n_g`` experts,
-    so P(missed | g chosen) = C(n_g - m, k_g) / C(n_g, k_g) (hypergeometric; exact for uniform
-    routing without groups). Groups are treated as independent.
+    routing a token keeps ``topk_groups`` of ``num_groups`` groups (group g with probability
+    ``s_g``, capped-proportional to its load) and takes ``k`` experts inside a kept group with
+    probability ``P(k)`` (:func:`moesim.core.routing.kept_group_counts`, mean
+    ``top_k / topk_groups``); inside a kept group the owner holds ``m`` expert-equivalents of
+    the ``n_g`` experts, so P(missed | g kept) = sum_k P(k) C(n_g - m, k) / C(n_g, k)
+    (hypergeometric; exact for uniform routing). Without groups ``k = top_k``. Groups are
+    treated as independent.
     """
     experts = q.size
     per_group = experts // num_groups
     group_of = np.arange(experts) // per_group
     group_load = np.bincount(group_of, weights=q, minlength=num_groups)
-    s = cap_inclusion(group_load, topk_groups) if num_groups > 1 else np.ones(1)
-    k_g = top_k / topk_groups
+    if num_groups > 1:
+        s = cap_inclusion(group_load, topk_groups)
+        law = kept_group_counts(per_group, num_groups, topk_groups, top_k)
+    else:
+        s, law = np.ones(1), np.eye(top_k + 1)[top_k]
+    k_mean = top_k / topk_groups
     # expert-equivalents per (owner, group): slot mass / mean per-expert mass inside the group
-    mean_q_in_group = k_g / per_group * s
+    mean_q_in_group = k_mean / per_group * s
     mass = q[placement.slot_expert] * placement.slot_share
     m = np.zeros((num_owners, num_groups))
     np.add.at(m, (owner, group_of[placement.slot_expert]),
               mass / mean_q_in_group[group_of[placement.slot_expert]])
-    log_miss = _log_none_chosen(float(per_group), np.minimum(m, per_group), k_g)
-    p_miss_given = np.exp(log_miss)
+    m = np.minimum(m, per_group)[..., None]
+    k = np.flatnonzero(law)
+    log_miss = _log_none_chosen(float(per_group), m, k.astype(float))
+    p_miss_given = (np.exp(log_miss) * law[k]).sum(axis=-1)
     p_miss = np.prod((1.0 - s) + s * p_miss_given, axis=1)
     return 1.0 - p_miss
 

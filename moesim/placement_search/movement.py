@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.config.dtypes import bytes_with_scales
+from moesim.config.dtypes import weight_bytes
 from moesim.config.errors import ConfigError
 from moesim.core import comm
 from moesim.core.placement import Placement
@@ -34,7 +34,7 @@ class Movement:
 
 def expert_bytes(model) -> float:
     """Weight bytes of one routed expert, block scales included."""
-    return float(bytes_with_scales(model.weight_dtype, model.expert_params()))
+    return float(weight_bytes(model.weight_dtype, model.expert_params()))
 
 
 def transfer_plan(old: Placement, new: Placement, domain_size: int) -> dict[str, np.ndarray]:

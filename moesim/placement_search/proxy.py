@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.config.dtypes import bytes_with_scales
+from moesim.config.dtypes import weight_bytes
 from moesim.core.routing import cap_inclusion, expected_max_std_normal
 from moesim.core.traffic import token_bytes
 
@@ -85,7 +85,7 @@ def time_cost(model, hw, tokens_per_device: int, num_devices: int) -> TimeCost:
     per_expert = tokens_per_device * num_devices * model.top_k / model.experts
     gemm_eff = float(eff.gemm.at(max(per_expert, 1.0), model.gemm_dtype))
     flop_s = 2.0 * params / (hw.peak_flops_per_s(model.gemm_dtype) * gemm_eff)
-    weight_s = bytes_with_scales(model.weight_dtype, params) / (
+    weight_s = weight_bytes(model.weight_dtype, params) / (
         hw.memory.bandwidth_bytes_per_s * float(eff.memory_bandwidth.at(1.0)))
     pair_bytes = float(token_bytes(model.hidden, model.dispatch_dtype)
                        + token_bytes(model.hidden, model.combine_dtype))

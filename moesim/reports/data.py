@@ -159,8 +159,14 @@ def evenly(df: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def gemm_dtype(df: pd.DataFrame) -> pd.Series:
-    """The GEMM dtype per row: ``compute_dtype`` where set, else ``weight_dtype``."""
-    weight = df["weight_dtype"] if "weight_dtype" in df.columns else pd.Series("bf16", df.index)
-    if "compute_dtype" not in df.columns:
-        return weight.astype(str)
-    return df["compute_dtype"].where(df["compute_dtype"].notna(), weight).astype(str)
+    """The GEMM dtype per row: ``compute_dtype`` where set, else what ``weight_dtype`` implies
+    (:func:`moesim.config.dtypes.compute_dtype`)."""
+    from moesim.config.dtypes import compute_dtype
+
+    def col(name):
+        return df[name] if name in df.columns else pd.Series(None, df.index, dtype=object)
+
+    weight = col("weight_dtype").fillna("bf16")
+    act = col("activation_dtype").fillna("bf16")
+    return pd.Series([compute_dtype(w, c, a) for w, c, a in zip(weight, col("compute_dtype"), act)],
+                     index=df.index, dtype=str)

@@ -155,8 +155,8 @@ def hardware(data: ReportData) -> go.Figure | None:
     spread = []
     for hw in data.profiles:
         sub = by_hw[hw]
-        fits = 100.0 * sub["fits_in_memory"].mean() if "fits_in_memory" in sub else np.nan
-        name = f"{data.label(hw)}<br>fits: {fits:.0f}%"
+        fits = 100.0 * sub["moe_fits_in_memory"].mean() if "moe_fits_in_memory" in sub else np.nan
+        name = f"{data.label(hw)}<br>MoE layers fit: {fits:.0f}%"
         ratio = base / _times(sub, keys)
         spread += [sub["tokens_per_s"].min(), sub["tokens_per_s"].max()]
         for col, values in ((1, sub["tokens_per_s"]), (2, pd.Series(ratio).dropna())):

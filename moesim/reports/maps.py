@@ -77,18 +77,20 @@ def _discrete(n: int) -> list:
 
 
 def memory(data: ReportData) -> go.Figure | None:
-    """Memory per device as a share of each profile's capacity (max over the other axes)."""
-    if not data.has("memory_bytes_per_device", "memory_capacity_bytes"):
+    """MoE-layer memory per device (the MoE layers' weights and one layer's buffers; attention,
+    dense layers and KV cache not counted) as a share of each profile's capacity (max over the
+    other axes)."""
+    if not data.has("moe_memory_bytes_per_device", "memory_capacity_bytes"):
         return None
     axis = _memory_axis(data)
     fig = go.Figure(layout=dict(template=TEMPLATE, height=440, xaxis_title=axis or "profile",
-                                yaxis_title="% of device memory"))
+                                yaxis_title="MoE layers, % of device memory"))
     table = data.table.assign(_all="all configs")
     x_col = axis or "_all"
     numeric = axis is not None and is_numeric(table[axis])
     values = axis_values(table[x_col])
     for hw, sub in table.groupby("hardware", sort=False):
-        peak = sub.groupby(x_col)["memory_bytes_per_device"].max()
+        peak = sub.groupby(x_col)["moe_memory_bytes_per_device"].max()
         peak = peak.reindex([v for v in values if v in peak.index])
         cap = sub["memory_capacity_bytes"].max()
         x = x_of(peak.index, numeric)
@@ -109,7 +111,7 @@ def _memory_axis(data: ReportData) -> str | None:
     """The swept axis along which memory per device varies most (None: it barely varies)."""
     best, best_spread = None, 1.01
     for axis in data.axes:
-        med = data.table.groupby(axis)["memory_bytes_per_device"].median()
+        med = data.table.groupby(axis)["moe_memory_bytes_per_device"].median()
         spread = med.max() / max(med.min(), 1.0)
         if spread > best_spread:
             best, best_spread = axis, spread

@@ -53,7 +53,7 @@ def summary(data: ReportData) -> pd.DataFrame:
             "best tokens/s": fmt_rate(best["tokens_per_s"]) if best is not None else "",
             "best config": ", ".join(f"{a}={fmt_value(best[a])}" for a in data.axes)
             if best is not None else "",
-            "fits in memory": f"{100 * sub['fits_in_memory'].mean():.0f}%",
+            "MoE layers fit in memory": f"{100 * sub['moe_fits_in_memory'].mean():.0f}%",
             "most common bottleneck": sub["bottleneck"].mode().iat[0],
         }
         if data.has("measured_time_s"):
@@ -78,7 +78,7 @@ def detail(data: ReportData, limit: int) -> tuple[pd.DataFrame, int]:
     if "measured_time_s" in table.columns:
         out["measured (ms)"] = table["measured_time_s"].map(fmt_ms)
     out["bottleneck"] = table["bottleneck"].astype(str)
-    out["memory (GB)"] = table["memory_bytes_per_device"].map(fmt_gb)
+    out["MoE-layer memory (GB)"] = table["moe_memory_bytes_per_device"].map(fmt_gb)
     out["capacity (GB)"] = table["memory_capacity_bytes"].map(fmt_gb)
-    out["fits"] = table["fits_in_memory"].map(lambda v: "yes" if v else "no")
+    out["MoE layers fit"] = table["moe_fits_in_memory"].map(lambda v: "yes" if v else "no")
     return out, len(data.table)

@@ -1,0 +1,135 @@
+"""Per-slot token counts as a distribution: ``X ~ Binomial(n, p)``, optionally capped at ``c``.
+
+A token includes expert e among its top-k with probability ``q_e`` independently of the other
+tokens, so the ``n`` tokens of a batch put ``X ~ Binomial(n, p)`` tokens on a slot with
+``p = q_e * share``. What the hardware pays is a function of the count, not of its mean, so the
+expectations are taken over the distribution with binomial tail sums (vectorised, exact):
+
+- tail ``P(X > k) = I_p(k + 1, n - k)`` (regularised incomplete beta; real ``n`` allowed, as
+  two-batch overlap halves odd batches);
+- capacity excess ``E[(X - c)+] = n p P(Y >= c) - c P(X > c)``, ``Y ~ Binomial(n - 1, p)``
+  (from ``x C(n, x) = n C(n - 1, x - 1)``), so a capped slot processes ``E[min(X, c)] =
+  n p - E[(X - c)+]``;
+- row tiles ``E[ceil(min(X, c) / t)] = sum_{j >= 0, j t < c} P(X > j t)``. Terms below
+  ``mu - 8 sd`` are 1 and above ``mu + 8 sd`` are 0, so only the few tiles inside the window are
+  evaluated. When ``sd >= t`` the count's position inside its tile is uniform to within
+  ``exp(-2 pi^2 sd^2 / t^2) < 3e-9`` (Poisson summation), so ``E[ceil(X / t)] = (mu + (t -
+  1) / 2) / t`` there, the capped share handled as below.
+
+Sources: the binomial tail as an incomplete beta (Abramowitz & Stegun 26.5.24); capacity as in
+GShard (Lepikhin et al. 2020) and Switch Transformer (Fedus et al. 2021, sec. 2.2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.special import betainc
+
+#: Half-width of the evaluated window, in standard deviations.
+WINDOW_SD = 8.0
+
+
+def tail(k, n, p) -> np.ndarray:
+    """``P(X > k)`` for ``X ~ Binomial(n, p)``, integer ``k``, real ``n >= 0``."""
+    k, n, p = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k, n, p)))
+    inside = (k >= 0) & (k < n - 1e-9) & (p > 0)
+    a = np.where(inside, k + 1.0, 1.0)
+    b = np.where(inside, n - k, 1.0)
+    val = betainc(a, b, np.where(inside, np.clip(p, 0.0, 1.0), 0.5))
+    return np.where(inside, val, np.where(k < 0, 1.0, 0.0))
+
+
+def expected_excess(n, p, cap) -> np.ndarray:
+    """``E[(X - cap)+]`` for ``X ~ Binomial(n, p)`` and integer ``cap >= 0``, exactly."""
+    n, p, cap = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (n, p, cap)))
+    at_least = np.where(cap > 0, tail(cap - 1.0, n - 1.0, p), 1.0)  # P(Y >= cap)
+    return np.maximum(n * p * at_least - cap * tail(cap, n, p), 0.0)
+
+
+@dataclass(frozen=True)
+class SlotCounts:
+    """Counts of every slot ``[rows, slots]``: ``min(X, cap)``, ``X ~ Binomial(trials, prob)``.
+
+    ``trials`` ``[rows, 1]``; ``prob`` ``[rows, slots]``; ``cap`` ``[rows, slots]`` integer
+    capacities or None (dropless).
+    """
+
+    trials: np.ndarray
+    prob: np.ndarray
+    cap: np.ndarray | None = None
+
+    def capped(self, cap: np.ndarray) -> "SlotCounts":
+        return replace(self, cap=np.floor(np.broadcast_to(cap, self.prob.shape)))
+
+    @property
+    def uncapped_mean(self) -> np.ndarray:
+        return self.trials * self.prob
+
+    @property
+    def mean(self) -> np.ndarray:
+        """``E[min(X, cap)]``: the tokens each slot processes."""
+        if self.cap is None:
+            return self.uncapped_mean
+        return self.uncapped_mean - expected_excess(self.trials, self.prob, self.cap)
+
+    def row_tiles(self, tile_m: int) -> np.ndarray:
+        """``E[ceil(min(X, cap) / tile_m)]`` per slot ``[rows, slots]`` (evaluated once per
+        distinct row: sweeps repeat the same batch size across many rows)."""
+        cap = np.full(self.prob.shape, np.inf) if self.cap is None else self.cap
+        n_full = np.broadcast_to(self.trials, self.prob.shape)
+        rows, row_of = _distinct_rows(n_full, self.prob, cap)
+        flat = [a[rows].reshape(-1, 1) for a in (n_full, self.prob, cap)]
+        first, inverse = _distinct_rows(*flat)  # then once per distinct slot distribution
+        tiles = _row_tiles(*(a[first, 0] for a in flat), tile_m)[inverse]
+        return tiles.reshape(rows.size, -1)[row_of]
+
+
+def _distinct_rows(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first of each distinct row, distinct row of every row) over ``[rows, *]``."""
+    stacked = np.ascontiguousarray(np.concatenate(arrays, axis=1))
+    keys = stacked.view(np.dtype((np.void, stacked.dtype.itemsize * stacked.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
+
+
+def _row_tiles(n, p, cap, tile_m: int) -> np.ndarray:
+    """``E[ceil(min(X, cap) / tile_m)]`` for arrays of one shape."""
+    mu = n * p
+    sd = np.sqrt(mu * (1.0 - np.minimum(p, 1.0)))
+    capped_tiles = np.ceil(cap / tile_m - 1e-9)  # j with j * t < cap
+    smooth = sd >= tile_m
+    out = np.empty(p.shape)
+    if smooth.any():
+        out[smooth] = _smooth_tiles(n[smooth], p[smooth], mu[smooth], cap[smooth],
+                                    capped_tiles[smooth], tile_m)
+    exact = ~smooth
+    if exact.any():
+        out[exact] = _window_tiles(n[exact], p[exact], mu[exact], sd[exact], cap[exact],
+                                   capped_tiles[exact], tile_m)
+    return out
+
+
+def _window_tiles(n, p, mu, sd, cap, capped_tiles, tile_m: int) -> np.ndarray:
+    """Tail sum over the tiles inside ``mu +- WINDOW_SD * sd`` (flat arrays)."""
+    first = np.floor(np.maximum(mu - WINDOW_SD * sd, 0.0) / tile_m)
+    last = np.ceil((mu + WINDOW_SD * sd) / tile_m)
+    width = int(np.max(last - first, initial=0)) + 1
+    j = first[:, None] + np.arange(width)[None, :]
+    valid = (j <= last[:, None]) & (j < capped_tiles[:, None])
+    terms = np.zeros(j.shape)
+    rows = np.nonzero(valid)[0]
+    terms[valid] = tail(j[valid] * tile_m, n[rows], p[rows])
+    return np.minimum(first, capped_tiles) + terms.sum(axis=1)
+
+
+def _smooth_tiles(n, p, mu, cap, capped_tiles, tile_m: int) -> np.ndarray:
+    """``E[ceil(min(X, c) / t)]`` when ``sd >= t``: ``(E[X; X <= c] + (t - 1)/2 P(X <= c)) / t
+    + ceil(c / t) P(X > c)``."""
+    finite = np.isfinite(cap)
+    c = np.where(finite, cap, 0.0)
+    over = np.where(finite, tail(c, n, p), 0.0)
+    excess = np.where(finite, expected_excess(n, p, c), 0.0)
+    below_mean = mu - excess - c * over  # E[X; X <= c]
+    tiles_over = np.where(finite, capped_tiles, 0.0) * over
+    return (below_mean + 0.5 * (tile_m - 1) * (1.0 - over)) / tile_m + tiles_over
