@@ -50,6 +50,7 @@ class Request:
     a2a_world: int | None = None
     name: str | None = None
     command: str = ""
+    budget_s: float | None = None  # total seconds of measurement (None: the plan's caps)
 
 
 def _check_out(req: Request) -> None:
@@ -71,7 +72,7 @@ def measure(req: Request, base: HardwareProfile) -> Measurements:
     if not dtypes:
         raise ConfigError(f"base profile '{base.name}' has no peak for bf16, fp16 or fp32",
                           field="compute.peak_flops_per_s")
-    plan = make_plan(device.type, req.quick, dtypes, req.a2a_ranks)
+    plan = make_plan(device.type, req.quick, dtypes, req.a2a_ranks, req.budget_s)
     sections = req.sections or SECTIONS
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
