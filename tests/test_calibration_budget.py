@@ -38,11 +38,14 @@ def test_estimate_scales_the_nearest_smaller_point():
     assert b.estimate("gemm/fp32", 10.0) is None
     b.attempt("a", "gemm/fp32", 10.0, lambda: clock.spend(2.0))
     b.attempt("b", "gemm/fp32", 40.0, lambda: clock.spend(4.0))
-    assert b.estimate("gemm/fp32", 80.0) == pytest.approx(8.0)  # from 40 -> 4 s, x2
-    assert b.estimate("gemm/fp32", 20.0) == pytest.approx(4.0)  # from 10 -> 2 s, x2
+    # the line through (10, 2 s) and (40, 4 s): 2 s fixed-ish, 1/15 s per unit
+    assert b.estimate("gemm/fp32", 100.0) == pytest.approx(4.0 + 60.0 / 15.0)
+    assert b.estimate("gemm/fp32", 20.0) == pytest.approx(4.0)  # one point below: 10 -> 2 s, x2
     assert b.estimate("gemm/fp32", 5.0) == pytest.approx(1.0)  # below all: the smallest, scaled
+    b.attempt("c", "gemm/fp32", 60.0, lambda: clock.spend(3.0))  # noise: slower than 60 -> 3 s
+    assert b.estimate("gemm/fp32", 120.0) == pytest.approx(3.0)  # never a negative slope
     assert b.estimate("gemm/bf16", 5.0) is None  # another family learns nothing from fp32
-    assert b.left_s() == pytest.approx(94.0)
+    assert b.left_s() == pytest.approx(91.0)
 
 
 def test_points_that_would_overrun_are_skipped_and_recorded():
@@ -51,7 +54,7 @@ def test_points_that_would_overrun_are_skipped_and_recorded():
     ran = []
     for work in (1, 2, 4, 8, 16):  # each point takes `work` seconds
         b.attempt(f"p{work}", "layer_ffn/bf16", work, lambda w=work: ran.append(clock.spend(w)))
-    # 1 + 2 + 4 = 7 s spent; 8 estimated from 4 -> 8 s > 3 s left; 16 -> 16 s > 3 s left
+    # 1 + 2 + 4 = 7 s spent; 8 on the line through (2, 2 s), (4, 4 s): 8 s > 3 s left
     assert ran == [1, 2, 4]
     assert [s.point for s in b.skipped] == ["p8", "p16"]
     assert b.skipped[0].estimated_s == pytest.approx(8.0)

@@ -5,10 +5,11 @@ written on (issue 12: 1.05 vs 8.9 GFLOP/s for bf16 vs fp32 on a Zen 3 core), so 
 budgets wall-clock time. Each section gets a cap ``cap_s``; each point (one measured case) is
 
 1. estimated before it starts from the points of its family already measured (a family is a
-   section's kind of point in one dtype, ``work`` its size in FLOPs, bytes or tokens): the
-   nearest measured point below it scaled linearly, ``est = t_ref * work / work_ref``. Points
-   run in ascending work and efficiency rises with size, so this over-estimates; a point whose
-   estimate exceeds the seconds left is skipped (and a later, smaller point may still run);
+   section's kind of point in one dtype, ``work`` its size in FLOPs, bytes or tokens): the line
+   ``t = t2 + (t2 - t1) / (w2 - w1) * (work - w2)`` through the two nearest smaller points
+   (fixed costs such as set-up and warm-up stay fixed; efficiency rises with size, so the slope
+   of smaller points over-estimates), or with one point ``t_ref * work / work_ref``; a point
+   whose estimate exceeds the seconds left is skipped (a later, smaller one may still run);
 2. checked after its first call (``guard`` / ``check``): ``first_s * calls`` (the fewest calls
    its measurement makes) over the seconds left stops it there.
 
@@ -89,13 +90,16 @@ class SectionBudget:
 
     def estimate(self, family: str, work: float) -> float | None:
         """Seconds for a point of ``work`` from the measured points of ``family`` (None: none
-        measured yet): the nearest smaller point scaled by work (else the smallest, scaled down;
-        the first-call check covers what that under-estimates)."""
-        seen = self._seen.get(family)
+        measured yet): the line through the two nearest smaller points (its slope at least 0,
+        its value at least the nearer one's time), else the nearest point scaled by work."""
+        seen = sorted(self._seen.get(family, ()))
         if not seen:
             return None
         below = [(w, t) for w, t in seen if w <= work]
-        w_ref, t_ref = max(below) if below else min(seen)
+        if len(below) >= 2 and below[-1][0] > below[-2][0]:
+            (w1, t1), (w2, t2) = below[-2:]
+            return t2 + max((t2 - t1) / (w2 - w1), 0.0) * (work - w2)
+        w_ref, t_ref = below[-1] if below else seen[0]
         return t_ref * (work / w_ref if w_ref > 0 else 1.0)
 
     def attempt(self, point: str, family: str, work: float,
