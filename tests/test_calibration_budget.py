@@ -32,20 +32,21 @@ class FakeClock:
         return seconds
 
 
-def test_estimate_scales_the_nearest_smaller_point():
+def test_estimate_fits_fixed_plus_work_to_the_family():
     clock = FakeClock()
     b = SectionBudget("gemm", 100.0, clock)
     assert b.estimate("gemm/fp32", 10.0) is None
     b.attempt("a", "gemm/fp32", 10.0, lambda: clock.spend(2.0))
+    assert b.estimate("gemm/fp32", 40.0) == pytest.approx(2.0)  # one point: its time
     b.attempt("b", "gemm/fp32", 40.0, lambda: clock.spend(4.0))
-    # the line through (10, 2 s) and (40, 4 s): 2 s fixed-ish, 1/15 s per unit
-    assert b.estimate("gemm/fp32", 100.0) == pytest.approx(4.0 + 60.0 / 15.0)
-    assert b.estimate("gemm/fp32", 20.0) == pytest.approx(4.0)  # one point below: 10 -> 2 s, x2
-    assert b.estimate("gemm/fp32", 5.0) == pytest.approx(1.0)  # below all: the smallest, scaled
-    b.attempt("c", "gemm/fp32", 60.0, lambda: clock.spend(3.0))  # noise: slower than 60 -> 3 s
-    assert b.estimate("gemm/fp32", 120.0) == pytest.approx(3.0)  # never a negative slope
+    b.attempt("c", "gemm/fp32", 70.0, lambda: clock.spend(6.0))
+    # t = 4/3 + w / 15 through all three: 1 s per 15 units plus 1.33 s fixed
+    assert b.estimate("gemm/fp32", 100.0) == pytest.approx(4.0 / 3.0 + 100.0 / 15.0, rel=1e-6)
+    assert b.estimate("gemm/fp32", 45.0) == pytest.approx(4.0 / 3.0 + 3.0)  # on the line
     assert b.estimate("gemm/bf16", 5.0) is None  # another family learns nothing from fp32
-    assert b.left_s() == pytest.approx(91.0)
+    b.attempt("d", "gemm/fp32", 80.0, lambda: clock.spend(1.0))  # noise: a fast big point
+    assert b.estimate("gemm/fp32", 200.0) >= 1.0  # a, b >= 0: never negative
+    assert b.left_s() == pytest.approx(87.0)
 
 
 def test_points_that_would_overrun_are_skipped_and_recorded():
@@ -54,7 +55,7 @@ def test_points_that_would_overrun_are_skipped_and_recorded():
     ran = []
     for work in (1, 2, 4, 8, 16):  # each point takes `work` seconds
         b.attempt(f"p{work}", "layer_ffn/bf16", work, lambda w=work: ran.append(clock.spend(w)))
-    # 1 + 2 + 4 = 7 s spent; 8 on the line through (2, 2 s), (4, 4 s): 8 s > 3 s left
+    # 1 + 2 + 4 = 7 s spent; the line t = w: 8 s > 3 s left, 16 s > 3 s left
     assert ran == [1, 2, 4]
     assert [s.point for s in b.skipped] == ["p8", "p16"]
     assert b.skipped[0].estimated_s == pytest.approx(8.0)
@@ -144,7 +145,7 @@ def test_suite_on_a_slow_cpu_stays_within_its_caps(monkeypatch):
     plan = replace(make_plan("cpu", True, ("bf16", "fp32")), caps_s=dict(QUICK_CAPS_S))
     logs = []
     meas = suite.run_suite("cpu", plan, 32e6, sections=("ops", "layer", "gemm"), log=logs.append,
-                           clock=clock, progress=False)
+                           clock=clock, progress=True)
     prov = meas.provenance
     for name in ("ops", "layer", "gemm"):
         assert prov["section_seconds"][name] <= QUICK_CAPS_S[name]
@@ -154,3 +155,12 @@ def test_suite_on_a_slow_cpu_stays_within_its_caps(monkeypatch):
     assert any("bf16 16384" in s["point"] for s in skipped)
     assert not any("fp32 16" == s["point"].split(" ", 1)[1] for s in skipped)
     assert logs[0].startswith("plan: ") and "at most" in logs[0]
+
+
+def test_cli_rejects_a_budget_that_is_not_positive(capsys):
+    from moesim.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", "--quick", "--budget-s", "0", "--out", "x.yaml"])
+    assert exc.value.code == 2
+    assert "expected seconds > 0, got '0'" in capsys.readouterr().err

@@ -5,11 +5,11 @@ written on (issue 12: 1.05 vs 8.9 GFLOP/s for bf16 vs fp32 on a Zen 3 core), so 
 budgets wall-clock time. Each section gets a cap ``cap_s``; each point (one measured case) is
 
 1. estimated before it starts from the points of its family already measured (a family is a
-   section's kind of point in one dtype, ``work`` its size in FLOPs, bytes or tokens): the line
-   ``t = t2 + (t2 - t1) / (w2 - w1) * (work - w2)`` through the two nearest smaller points
-   (fixed costs such as set-up and warm-up stay fixed; efficiency rises with size, so the slope
-   of smaller points over-estimates), or with one point ``t_ref * work / work_ref``; a point
-   whose estimate exceeds the seconds left is skipped (a later, smaller one may still run);
+   section's kind of point in one dtype, ``work`` its size in FLOPs, bytes or tokens):
+   ``t = a + b * work`` fitted to them (a: set-up, warm-up and the timer's minimum repeats; b:
+   the work; a, b >= 0), never below the nearest smaller point's time; a point whose estimate
+   exceeds the seconds left is skipped (a later, smaller one may still run). The estimate errs
+   low rather than high (a low one costs one call, see 2; a high one loses a point);
 2. checked after its first call (``guard`` / ``check``): ``first_s * calls`` (the fewest calls
    its measurement makes) over the seconds left stops it there.
 
@@ -24,11 +24,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
+import numpy as np
+from scipy.optimize import nnls
+
 T = TypeVar("T")
 
 #: Section caps in seconds. Quick: at most 170 s of measurement in all, so that ``--quick``
 #: (imports and fits add ~5 s) stays within 3 minutes on any CPU; full: at most ~38 minutes.
-QUICK_CAPS_S = {"ops": 12.0, "layer": 70.0, "copy": 8.0, "gemm": 45.0, "grouped": 12.0,
+QUICK_CAPS_S = {"ops": 15.0, "layer": 70.0, "copy": 8.0, "gemm": 42.0, "grouped": 12.0,
                 "alltoall": 23.0}
 FULL_CAPS_S = {"ops": 120.0, "layer": 600.0, "copy": 60.0, "gemm": 900.0, "grouped": 300.0,
                "alltoall": 300.0}
@@ -90,17 +93,19 @@ class SectionBudget:
 
     def estimate(self, family: str, work: float) -> float | None:
         """Seconds for a point of ``work`` from the measured points of ``family`` (None: none
-        measured yet): the line through the two nearest smaller points (its slope at least 0,
-        its value at least the nearer one's time), else the nearest point scaled by work."""
+        measured yet): ``t = a + b * work`` fitted to all of them (a, b >= 0, relative least
+        squares), at least the time of the nearest smaller point; with one size measured, its time
+        (scaled by work for a smaller point)."""
         seen = sorted(self._seen.get(family, ()))
         if not seen:
             return None
-        below = [(w, t) for w, t in seen if w <= work]
-        if len(below) >= 2 and below[-1][0] > below[-2][0]:
-            (w1, t1), (w2, t2) = below[-2:]
-            return t2 + max((t2 - t1) / (w2 - w1), 0.0) * (work - w2)
-        w_ref, t_ref = below[-1] if below else seen[0]
-        return t_ref * (work / w_ref if w_ref > 0 else 1.0)
+        below = [t for w, t in seen if w <= work]
+        floor = below[-1] if below else 0.0
+        if len({w for w, _ in seen}) < 2:  # one size: its time, scaled down for a smaller one
+            w_ref, t_ref = seen[-1]
+            return t_ref * min(1.0, work / w_ref) if w_ref > 0 else t_ref
+        a, b = _line(np.array([w for w, _ in seen]), np.array([t for _, t in seen]))
+        return max(a + b * work, floor)
 
     def attempt(self, point: str, family: str, work: float,
                 thunk: Callable[[], T]) -> T | None:
@@ -151,6 +156,13 @@ class SectionBudget:
         if self.on_point:
             self.on_point(point, False)
         return None
+
+
+def _line(work: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """``(a, b) >= 0`` minimising ``sum(((a + b * w) / t - 1)^2)`` (``scipy.optimize.nnls``)."""
+    t = np.maximum(seconds, 1e-12)
+    sol, _ = nnls(np.stack([1.0 / t, work / t], axis=1), np.ones_like(t))
+    return float(sol[0]), float(sol[1])
 
 
 class Unlimited(SectionBudget):
