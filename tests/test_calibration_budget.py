@@ -164,3 +164,34 @@ def test_cli_rejects_a_budget_that_is_not_positive(capsys):
         main(["calibrate", "--quick", "--budget-s", "0", "--out", "x.yaml"])
     assert exc.value.code == 2
     assert "expected seconds > 0, got '0'" in capsys.readouterr().err
+
+
+def test_an_alltoall_run_that_outlasts_the_section_is_skipped(monkeypatch, tmp_path):
+    import torch
+
+    import moesim.harness.alltoall as a2a
+    from moesim.harness.microbench.common import Context
+
+    timeouts = []
+
+    def slow_launch(world, out, *, timeout_s, **kw):
+        timeouts.append(timeout_s)
+        raise a2a.HarnessError(f"all-to-all benchmark with {world} ranks exceeded "
+                               f"{timeout_s:.0f} s: torchrun ...")
+
+    monkeypatch.setattr(a2a, "launch_local", slow_launch)
+    plan = make_plan("cpu", True, ("fp32",))
+    ctx = Context(torch.device("cpu"), plan.bench, 32e6)
+    ctx.budget = SectionBudget("alltoall", 23.0, FakeClock())
+    assert suite._alltoall(ctx, plan, lambda m: None, tmp_path) == []
+    assert timeouts[0] == pytest.approx(23.0)  # the run may take the section's time left
+    assert [s.point for s in ctx.budget.skipped][0] == "all-to-all 2 ranks"
+    assert "stopped after 23 s" in ctx.budget.skipped[0].reason
+
+    def broken(world, out, **kw):
+        raise a2a.HarnessError("all-to-all benchmark with 2 ranks failed (exit 1)")
+
+    monkeypatch.setattr(a2a, "launch_local", broken)
+    ctx.budget = SectionBudget("alltoall", 23.0, FakeClock())
+    with pytest.raises(a2a.HarnessError, match="failed"):  # a real failure is not a skip
+        suite._alltoall(ctx, plan, lambda m: None, tmp_path)

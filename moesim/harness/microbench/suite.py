@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from moesim.harness.microbench.budget import SectionBudget, skipped_table
+from moesim.harness.microbench.budget import OverBudget, SectionBudget, skipped_table
 from moesim.harness.microbench.common import Context, dtype_works
 from moesim.harness.microbench.plan import Plan
 from moesim.harness.records import Measurements, Record
@@ -162,14 +162,29 @@ def _alltoall(ctx: Context, plan: Plan, log, workdir: Path) -> list[Record]:
         worlds = list(plan.a2a_world_sizes)
     out = []
     for world in sorted(worlds):
-        recs = ctx.budget.attempt(
-            f"all-to-all {world} ranks", "alltoall", float(world),
-            lambda: launch_local(world, workdir / f"alltoall-{world}.json", sizes=plan.a2a_bytes,
-                                 uneven_sizes=plan.a2a_uneven_bytes, hidden=plan.a2a_hidden,
-                                 dtype=plan.a2a_dtype, quick=plan.bench.budget_s < 0.5).records)
+        recs = ctx.budget.attempt(f"all-to-all {world} ranks", "alltoall", float(world),
+                                  lambda: _launch_within(ctx, plan, world, workdir))
         out += recs or []
         log(f"all-to-all, {world} ranks: {len(recs or [])} cases")
     return out
+
+
+def _launch_within(ctx: Context, plan: Plan, world: int, workdir: Path) -> list[Record]:
+    """One all-to-all run under ``torchrun``, stopped when it outlasts the section's time left
+    (``OverBudget``: skipped, not a failure); other launch failures propagate."""
+    from moesim.harness.alltoall import HarnessError, launch_local
+
+    left = max(ctx.budget.left_s(), 5.0)
+    try:
+        return launch_local(world, workdir / f"alltoall-{world}.json", sizes=plan.a2a_bytes,
+                            uneven_sizes=plan.a2a_uneven_bytes, hidden=plan.a2a_hidden,
+                            dtype=plan.a2a_dtype, quick=plan.bench.budget_s < 0.5,
+                            timeout_s=left).records
+    except HarnessError as exc:
+        if "exceeded" not in str(exc):
+            raise
+        raise OverBudget(f"stopped after {left:.0f} s, the time left of {ctx.budget.cap_s:.0f} s",
+                         2 * left) from None
 
 
 def section_points(plan: Plan, name: str) -> int:
