@@ -195,3 +195,8 @@ def test_an_alltoall_run_that_outlasts_the_section_is_skipped(monkeypatch, tmp_p
     ctx.budget = SectionBudget("alltoall", 23.0, FakeClock())
     with pytest.raises(a2a.HarnessError, match="failed"):  # a real failure is not a skip
         suite._alltoall(ctx, plan, lambda m: None, tmp_path)
+
+
+def test_ffn_tokens_are_measured_coverage_first():
+    assert suite.coverage_order([4, 16, 64, 256, 1024, 4096]) == [4, 4096, 64, 16, 256, 1024]
+    assert suite.coverage_order([7]) == [7] and suite.coverage_order([]) == []

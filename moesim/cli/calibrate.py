@@ -113,6 +113,12 @@ def summary(profile, doc: dict, seconds: float) -> str:
             lines.append(f"  {key:<9} latency {getattr(profile, key).latency_s * 1e6:.0f} us, "
                          f"{q[key]['bytes_per_s'] / 1e9:.2f} GB/s, held-out "
                          f"{q[key].get('holdout', {}).get('mean_abs_pct', float('nan')):.1f}%")
+    skipped = (doc.get("provenance") or {}).get("skipped_points") or []
+    if skipped:
+        lines.append(f"  skipped {len(skipped)} point(s) that would overrun their section's time "
+                     "cap (provenance.skipped_points)")
+    for line in q.get("bound_violations", []):
+        lines.append(f"  bounded fit: {line}")
     key_numbers = {"profile": profile.name, "seconds": round(seconds, 1),
                    "launch_overhead_s": profile.compute.launch_overhead_s,
                    "fit_quality": {k: q[k] for k in ("gemm", "gemm_layer_ffn", "scale_up")

@@ -128,7 +128,7 @@ def _layer(ctx: Context, plan: Plan, log) -> list[Record]:
                                              top_k)) or []
     log(f"reference layer router, permute, unpermute: {len(out)} points")
     ffn_recs = []
-    for tokens in plan.ffn_tokens:
+    for tokens in coverage_order(plan.ffn_tokens):
         for shape in plan.ffn_models:
             for dtype in plan.dtypes:
                 h, f, _, k = shape
@@ -138,6 +138,21 @@ def _layer(ctx: Context, plan: Plan, log) -> list[Record]:
                     lambda: measure_layer_ffn(ctx, dtype, tokens, *shape)) or []
     log(f"reference layer expert FFNs: {len(ffn_recs)} points")
     return out + ffn_recs
+
+
+def coverage_order(values) -> list:
+    """``values`` (> 0) ordered so that each next one is the farthest in log scale from those
+    before it (smallest first): when a time cap cuts the list short, the points measured still
+    span the range (an efficiency table is read in log x and flat beyond its ends)."""
+    import math
+
+    left, out = sorted(values), []
+    while left:
+        pick = left[0] if not out else max(
+            left, key=lambda v: (min(abs(math.log(v / u)) for u in out), -v))
+        out.append(pick)
+        left.remove(pick)
+    return out
 
 
 def _copy(ctx: Context, plan: Plan, log) -> list[Record]:
