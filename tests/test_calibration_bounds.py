@@ -123,5 +123,8 @@ def test_mismatch_names_what_differs():
     assert "avx512_bf16" in lines[1]
     assert "1 torch thread(s)" in lines[2] and "2 per rank" in lines[2]
     assert machine.mismatches(FakeProfile({}, None), ZEN3) == []  # datasheet profile: silent
-    committed = load_profile("cpu-epyc-zen4-1t")
+    committed = load_profile("cpu-epyc-zen4-1t")  # recorded before cpu_flags existed
     assert machine.recorded_threads(committed) == 1
+    zen3_vm = {"device_type": "cpu", "cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX2"}
+    lines = machine.mismatches(committed, zen3_vm, threads_per_rank=1)
+    assert len(lines) == 1 and "torch_cpu_capability 'AVX512'" in lines[0]

@@ -9,8 +9,10 @@ and says what differs, for ``moesim measure`` to warn. Pure: dicts in, strings o
 """
 from __future__ import annotations
 
-#: device facts that identify a CPU; a difference in any makes the profile another machine's.
-CPU_IDENTITY = ("cpu_model", "cpu_family_model", "cpu_flags")
+#: device facts that identify a CPU; a difference in any makes the profile another machine's
+#: (``torch_cpu_capability``, e.g. AVX512 vs AVX2, is all that profiles written before
+#: ``cpu_flags`` existed record of the ISA).
+CPU_IDENTITY = ("cpu_model", "cpu_family_model", "cpu_flags", "torch_cpu_capability")
 
 
 def describe(facts: dict, threads: int | None, base_name: str) -> str:
