@@ -128,3 +128,12 @@ def test_mismatch_names_what_differs():
     zen3_vm = {"device_type": "cpu", "cpu_model": "AMD EPYC", "torch_cpu_capability": "AVX2"}
     lines = machine.mismatches(committed, zen3_vm, threads_per_rank=1)
     assert len(lines) == 1 and "torch_cpu_capability 'AVX512'" in lines[0]
+
+
+def test_arithmetic_intensity_hand_worked():
+    from moesim.calibration.ffn_fit import intensity
+
+    # 1 row, hidden 2, width 3, 3 matrices, 2-byte elements: 36 FLOPs over 2 * (18 + 13) bytes
+    assert float(intensity(1, 2, 3, 3, 2.0)) == pytest.approx(36.0 / 62.0)
+    # many rows: weights amortised, intensity -> 2 m h f / (a (2 h + m f))
+    assert float(intensity(1e12, 2, 3, 3, 2.0)) == pytest.approx(36.0 / 26.0, rel=1e-6)
