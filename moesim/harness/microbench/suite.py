@@ -234,9 +234,9 @@ def run_suite(device, plan: Plan, cache_bytes: float, sections=SECTIONS,
     from moesim.harness.device import device_facts
 
     dtypes = tuple(d for d in plan.dtypes if dtype_works(d, device))
-    skipped = sorted(set(plan.dtypes) - set(dtypes))
-    if skipped:
-        log(f"dtypes not supported on {device}, skipped: {', '.join(skipped)}")
+    if set(plan.dtypes) - set(dtypes):
+        log(f"dtypes not supported on {device}, skipped: "
+            + ", ".join(sorted(set(plan.dtypes) - set(dtypes))))
     plan = replace(plan, dtypes=dtypes)
     bound_s = announce(plan, sections, log)
     ctx = Context(device, plan.bench, cache_bytes)
@@ -261,13 +261,16 @@ def run_suite(device, plan: Plan, cache_bytes: float, sections=SECTIONS,
     prov = {**(provenance or {}), "device_facts": device_facts(device),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "suite_seconds": round(clock() - started, 1), "suite_bound_s": round(bound_s, 1),
-            "section_seconds": {b.name: round(b.used_s(), 1) for b in budgets},
-            "section_caps_s": {b.name: b.cap_s for b in budgets},
-            "skipped_points": skipped_table(budgets),
-            "sections": list(sections), "dtypes": list(dtypes),
+            **_budget_provenance(budgets), "sections": list(sections), "dtypes": list(dtypes),
             "bench_config": asdict(plan.bench),
             "cache_bytes_rotated_past": cache_bytes, "load_average_1m_start": load_start}
     return Measurements(records, prov)
+
+
+def _budget_provenance(budgets: list[SectionBudget]) -> dict:
+    return {"section_seconds": {b.name: round(b.used_s(), 1) for b in budgets},
+            "section_caps_s": {b.name: b.cap_s for b in budgets},
+            "skipped_points": skipped_table(budgets)}
 
 
 def _section_done(budget: SectionBudget, log) -> None:
