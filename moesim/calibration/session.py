@@ -80,7 +80,13 @@ def measure(req: Request, base: HardwareProfile) -> Measurements:
                           field="--sections")
     prov = {"command": req.command, "quick": req.quick, "torch_threads": threads,
             "base_profile": base.name}
-    return run_suite(device, plan, base.memory.l2_bytes, sections, provenance=prov)
+    meas = run_suite(device, plan, base.memory.l2_bytes, sections, provenance=prov)
+    skipped = meas.provenance.get("skipped_points") or []
+    if not meas.records and skipped:
+        raise ConfigError(f"the time budget skipped every point ({len(skipped)}; first: "
+                          f"{skipped[0]['point']}: {skipped[0]['reason']}); give more seconds "
+                          "(--budget-s) or fewer --sections", field="--budget-s")
+    return meas
 
 
 def _base_for(req: Request, facts: dict) -> str:
