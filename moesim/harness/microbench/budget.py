@@ -136,8 +136,9 @@ class SectionBudget:
             raise OverBudget(f"first call took {first_s:.3g} s; {calls} calls need {need:.2f} s, "
                              f"{max(left, 0):.2f} s left of {self.cap_s:.0f} s", need)
 
-    def guard(self, fn: Callable, calls: int) -> Callable:
-        """``fn`` timed on its first call, then :meth:`check` ed against ``calls`` calls."""
+    def guard(self, fn: Callable, calls: int, sync: Callable[[], None] | None = None) -> Callable:
+        """``fn`` timed on its first call (``sync``, e.g. a CUDA synchronise, before the clock
+        is read), then :meth:`check` ed against ``calls`` calls."""
         state = {"first": True}
 
         def guarded(*args):
@@ -146,6 +147,8 @@ class SectionBudget:
             state["first"] = False
             start = self.clock()
             out = fn(*args)
+            if sync is not None:
+                sync()
             self.check(self.clock() - start, calls)
             return out
 

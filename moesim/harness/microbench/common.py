@@ -46,7 +46,7 @@ class Context:
         """``timing.bench`` of ``fn`` under the section budget: its first call is checked
         against the fewest calls ``bench`` makes (warm-up, ``min_repeats``, the dropped one)."""
         calls = self.config.warmup + self.config.min_repeats + 1
-        return bench(self.budget.guard(fn, calls), inputs, self.config, self.timer)
+        return bench(self.budget.guard(fn, calls, self.sync), inputs, self.config, self.timer)
 
     def sync(self) -> None:
         if self.device.type == "cuda":

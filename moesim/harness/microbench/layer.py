@@ -45,6 +45,7 @@ def forwards(ctx: Context, n: int, forward) -> None:
         start = ctx.budget.clock()
         forward(i)
         if i == 0:
+            ctx.sync()
             ctx.budget.check(ctx.budget.clock() - start, n - 1)
 
 
