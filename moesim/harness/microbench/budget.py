@@ -6,8 +6,9 @@ budgets wall-clock time. Each section gets a cap ``cap_s``; each point (one meas
 
 1. estimated before it starts from the points of its family already measured (a family is a
    section's kind of point in one dtype, ``work`` its size in FLOPs, bytes or tokens):
-   ``t = a + b * work`` fitted to them (a: set-up, warm-up and the timer's minimum repeats; b:
-   the work; a, b >= 0), never below the nearest smaller point's time; a point whose estimate
+   ``t = a + b * work`` fitted to them within their range (a: set-up, warm-up and the timer's
+   minimum repeats; b: the work; a, b >= 0), never below the nearest smaller point's time, and
+   beyond the largest measured point that point's time; a point whose estimate
    exceeds the seconds left is skipped (a later, smaller one may still run). The estimate errs
    low rather than high (a low one costs one call, see 2; a high one loses a point);
 2. checked after its first call (``guard`` / ``check``): ``first_s * calls`` (the fewest calls
@@ -93,14 +94,17 @@ class SectionBudget:
 
     def estimate(self, family: str, work: float) -> float | None:
         """Seconds for a point of ``work`` from the measured points of ``family`` (None: none
-        measured yet): ``t = a + b * work`` fitted to all of them (a, b >= 0, relative least
-        squares), at least the time of the nearest smaller point; with one size measured, its time
-        (scaled by work for a smaller point)."""
+        measured yet): within their range ``t = a + b * work`` fitted to all of them (a, b >= 0,
+        relative least squares), at least the time of the nearest smaller point; beyond it the
+        largest point's time (extrapolating noisy small points overshoots by orders of magnitude;
+        the first-call check stops a point that is really slower)."""
         seen = sorted(self._seen.get(family, ()))
         if not seen:
             return None
         below = [t for w, t in seen if w <= work]
         floor = below[-1] if below else 0.0
+        if work >= seen[-1][0]:  # beyond the largest: its time (the first call tells the rest)
+            return seen[-1][1]
         if len({w for w, _ in seen}) < 2:  # one size: its time, scaled down for a smaller one
             w_ref, t_ref = seen[-1]
             return t_ref * min(1.0, work / w_ref) if w_ref > 0 else t_ref
