@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from moesim.calibration import comm_fit, ffn_fit, gemm_fit, stream_fit
+from moesim.calibration import comm_fit, ffn_fit, gemm_fit, machine, stream_fit
 from moesim.calibration.fit import error_summary
 from moesim.config import ConfigError, HardwareProfile
 from moesim.harness.records import Measurements
@@ -81,7 +81,15 @@ def _memory(meas, base, launch_s, gemm_recs, opts, quality) -> float | None:
     if opts.memory_source not in MEMORY_SOURCES:
         raise ConfigError(f"unknown memory source '{opts.memory_source}'; expected one of "
                           f"{', '.join(MEMORY_SOURCES)}", field="--memory-source")
+    floor = stream_fit.MIN_STREAM_OF_COPY * rates["copy"] if rates["copy"] else None
+    if rates["stream"] is not None and floor and rates["stream"] < floor:
+        quality.setdefault("bound_violations", []).append(
+            f"memory: layer streaming rate {_gb(rates['stream'])} GB/s below "
+            f"{stream_fit.MIN_STREAM_OF_COPY:g} x the copy rate ({_gb(rates['copy'])} GB/s) of "
+            f"the same run; raised to {_gb(floor)} GB/s")
     chosen = rates[opts.memory_source] or rates["copy"] or rates["stream"]
+    if chosen is not None and floor:
+        chosen = max(chosen, floor)
     weight_rate = gemm_fit.max_stream_rate(gemm_recs, launch_s)
     if chosen is None and weight_rate is None:
         return None
@@ -164,7 +172,11 @@ def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> No
     """GEMM efficiency tables (from the layer's expert FFNs where measured, else from dense
     GEMMs), then the checks that use them and the small phases' kernels and streaming."""
     quality["streaming"] = stream_fit.stream_errors(meas.records, mem_bps, launch_s)
-    quality["layer_kernel_fixed_costs"] = stream_fit.fixed_costs(meas.records, launch_s)
+    copy_bps = quality.get("memory", {}).get("copy_bytes_per_s")
+    fixed = stream_fit.fixed_costs(meas.records, launch_s, copy_bps)
+    quality["layer_kernel_fixed_costs"] = fixed
+    if stream_fit.bound_violations(fixed):
+        quality.setdefault("bound_violations", []).extend(stream_fit.bound_violations(fixed))
     peak_bps = doc["memory"].get("bandwidth_bytes_per_s", base.memory.bandwidth_bytes_per_s)
     _phase_part(doc, quality["layer_kernel_fixed_costs"], peak_bps)
     recs = meas.of("gemm")
@@ -305,7 +317,6 @@ def _noise(meas: Measurements) -> dict:
 def _finish(doc, quality, meas, base, opts, facts) -> dict:
     from moesim import __version__
 
-    where = facts.get("cpu_model") if facts.get("device_type") == "cpu" else facts.get("gpu_name")
     prov = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": opts.command, "moesim": __version__, "base": base.name,
             "base_digest": base.digest(), "measured": meas.provenance.get("date"),
@@ -314,11 +325,9 @@ def _finish(doc, quality, meas, base, opts, facts) -> dict:
             **{k: v for k, v in meas.provenance.items()
                if k not in ("device_facts", "date", "command")},
             **opts.extra_provenance}
-    units = doc["compute"]["units"]
-    what = f"{units} torch thread(s)" if facts.get("device_type") == "cpu" else f"{units} units"
-    head = {"name": opts.name,
-            "description": f"{base.description}; calibrated on {where or 'this device'} "
-                           f"with {what}",
+    threads = meas.provenance.get("torch_threads", facts.get("torch_threads"))
+    prov["torch_threads"] = threads
+    head = {"name": opts.name, "description": machine.describe(facts, threads, base.name),
             "kind": "calibrated", "base": opts.base_ref}
     body = {k: v for k, v in doc.items() if v}
     return {**head, **body, "provenance": _plain(prov), "fit_quality": _plain(quality)}

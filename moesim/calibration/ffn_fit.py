@@ -138,8 +138,39 @@ def fit_ffn(dev: GemmDevice, stream: dict, grouped: bool, recs: list[Record]) ->
                                                          [held_t[i] for i in sel])
             q["holdout_rule"] = ("each layer shape (hidden, ffn, experts, top_k) predicted by the "
                                  "table fitted on the other shapes")
+            q["holdout_keyed_by_intensity"] = intensity_holdout(dev, stream, grouped, mine)
         quality[dtype] = q
     return FfnFit(tables, quality)
+
+
+def intensity(x, hidden: int, ffn: int, matrices: int, act_bytes: float) -> np.ndarray:
+    """Arithmetic intensity (FLOP/byte) of one expert's FFN at ``x`` rows: ``2 x m h f`` FLOPs
+    over ``a (m h f + x (2 h + m f))`` bytes (weights, plus rows in and out of both GEMMs)."""
+    x = np.asarray(x, dtype=float)
+    m, h, f = matrices, hidden, ffn
+    return 2.0 * x * m * h * f / (act_bytes * (m * h * f + x * (2.0 * h + m * f)))
+
+
+def intensity_holdout(dev, stream, grouped, recs: list[Record]) -> dict:
+    """The held-out-shape error when the efficiency is keyed by arithmetic intensity (a
+    function of rows per expert AND the shape) instead of rows per expert, for comparison with
+    ``holdout``; the profile's table stays keyed by rows per expert (what the model reads)."""
+    x, eff = point_efficiency(dev, stream, grouped, recs)
+    key = np.array([float(intensity(xi, r.params["hidden"], r.params["ffn"], r.params["matrices"],
+                                    bytes_per_element(r.params["dtype"])))
+                    for xi, r in zip(x, recs)])
+    shapes = [_shape(r) for r in recs]
+    pred = np.empty(len(recs))
+    for shape in set(shapes):
+        train = np.array([s != shape for s in shapes])
+        table = curve_table(key[train], eff[train])
+        for i in np.flatnonzero(~train):
+            r = recs[i]
+            pred[i] = ffn_terms(dev, stream[r.params["dtype"]], r.params["dtype"],
+                                r.params["counts"], r.params["hidden"], r.params["ffn"],
+                                r.params["matrices"], grouped,
+                                lambda _x, k=key[i]: interp_log(table, [k]))["time_s"]
+    return error_summary(pred, [r.stats.median_s for r in recs])
 
 
 def check_dense(dev, stream, grouped, dense_tables: dict, recs: list[Record]) -> dict:

@@ -2,7 +2,7 @@
 
 - ``fit_alpha_beta``: ``t = alpha + x / rate`` by least squares on relative residuals (each
   point weighted by 1/t, so microsecond latencies and second-long transfers count alike),
-  alpha >= 0 and 1/rate >= 0 (``scipy.optimize.lsq_linear``);
+  alpha and rate within bounds (default alpha >= 0, rate > 0; ``scipy.optimize.lsq_linear``);
 - ``curve_table``: per-x summary (median over shapes) of pointwise estimates -> [[x, y], ...];
 - ``holdout_mask``: every ``every``-th group held out of a fit;
 - ``error_summary``: mean/median/max absolute relative error of predictions.
@@ -28,15 +28,23 @@ class AlphaBeta:
         return self.alpha_s + (x / self.rate if np.isfinite(self.rate) else 0.0 * x)
 
 
-def fit_alpha_beta(x, t) -> AlphaBeta:
-    """Least squares of ``t = alpha + beta * x`` on relative residuals, alpha, beta >= 0."""
+def fit_alpha_beta(x, t, *, alpha_max_s: float = np.inf, rate_min: float = 0.0,
+                   rate_max: float = np.inf) -> AlphaBeta:
+    """Least squares of ``t = alpha + beta * x`` on relative residuals with physical bounds
+    ``0 <= alpha <= alpha_max_s`` and ``rate_min <= 1 / beta <= rate_max`` (bounded-variable
+    least squares, ``scipy.optimize.lsq_linear``)."""
     x, t = np.asarray(x, dtype=float), np.asarray(t, dtype=float)
     if x.size < 2 or np.unique(x).size < 2:
         raise ValueError(f"need >= 2 distinct sizes to fit alpha and beta, got {x.size} points")
     if np.any(t <= 0):
         raise ValueError("times must be > 0")
+    if not (0 <= rate_min < rate_max and alpha_max_s >= 0):
+        raise ValueError(f"empty bounds: rate in [{rate_min}, {rate_max}], alpha <= {alpha_max_s}")
     a = np.stack([np.ones_like(x), x], axis=1) / t[:, None]
-    sol = lsq_linear(a, np.ones_like(t), bounds=(0.0, np.inf), method="bvls")
+    lo = [0.0, 1.0 / rate_max if np.isfinite(rate_max) else 0.0]
+    hi = [alpha_max_s if alpha_max_s > 0 else 1e-300,
+          1.0 / rate_min if rate_min > 0 else np.inf]
+    sol = lsq_linear(a, np.ones_like(t), bounds=(lo, hi), method="bvls")
     alpha, beta = (float(v) for v in sol.x)
     return AlphaBeta(alpha, 1.0 / beta if beta > 0 else np.inf, int(x.size))
 

@@ -50,6 +50,7 @@ class Request:
     a2a_world: int | None = None
     name: str | None = None
     command: str = ""
+    budget_s: float | None = None  # total seconds of measurement (None: the plan's caps)
 
 
 def _check_out(req: Request) -> None:
@@ -71,7 +72,7 @@ def measure(req: Request, base: HardwareProfile) -> Measurements:
     if not dtypes:
         raise ConfigError(f"base profile '{base.name}' has no peak for bf16, fp16 or fp32",
                           field="compute.peak_flops_per_s")
-    plan = make_plan(device.type, req.quick, dtypes, req.a2a_ranks)
+    plan = make_plan(device.type, req.quick, dtypes, req.a2a_ranks, req.budget_s)
     sections = req.sections or SECTIONS
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
@@ -79,7 +80,13 @@ def measure(req: Request, base: HardwareProfile) -> Measurements:
                           field="--sections")
     prov = {"command": req.command, "quick": req.quick, "torch_threads": threads,
             "base_profile": base.name}
-    return run_suite(device, plan, base.memory.l2_bytes, sections, provenance=prov)
+    meas = run_suite(device, plan, base.memory.l2_bytes, sections, provenance=prov)
+    skipped = meas.provenance.get("skipped_points") or []
+    if not meas.records and skipped:
+        raise ConfigError(f"the time budget skipped every point ({len(skipped)}; first: "
+                          f"{skipped[0]['point']}: {skipped[0]['reason']}); give more seconds "
+                          "(--budget-s) or fewer --sections", field="--budget-s")
+    return meas
 
 
 def _base_for(req: Request, facts: dict) -> str:

@@ -20,6 +20,16 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got '{text}'")
+    return value
+
+
 def register(sub) -> None:
     p = sub.add_parser("calibrate", help="run microbenchmarks and write a calibrated profile",
                        description="Run the microbenchmark suite on a device (or read its JSON) "
@@ -29,7 +39,12 @@ def register(sub) -> None:
                    help="profile to write, e.g. hardware_profiles/calibrated/NAME.yaml")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--base", help="datasheet profile to extend (default: cpu, or by GPU name)")
-    p.add_argument("--quick", action="store_true", help="small suite (CPU: under 3 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="small suite: at most 170 s of measurement on any device (full suite: "
+                        "at most ~38 min); points that would overrun are skipped and listed")
+    p.add_argument("--budget-s", type=_seconds, dest="budget_s",
+                   help="total seconds of measurement, shared by the sections in the plan's "
+                        "proportions (default: 170 with --quick, 2280 without)")
     p.add_argument("--from-json", action="append", default=[], metavar="FILE",
                    help="fit from benchmark JSON (suite output or pytest-benchmark "
                         "--benchmark-json); repeat to merge files")
@@ -60,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
                   sections=args.sections, a2a_ranks=args.a2a_ranks,
                   memory_source=args.memory_source, domain_size=args.domain_size,
                   tile_m=args.tile_m, a2a_world=args.a2a_world, name=args.name,
+                  budget_s=args.budget_s,
                   command="moesim " + shlex.join(sys.argv[1:]))
     started = time.perf_counter()
     try:
@@ -97,6 +113,12 @@ def summary(profile, doc: dict, seconds: float) -> str:
             lines.append(f"  {key:<9} latency {getattr(profile, key).latency_s * 1e6:.0f} us, "
                          f"{q[key]['bytes_per_s'] / 1e9:.2f} GB/s, held-out "
                          f"{q[key].get('holdout', {}).get('mean_abs_pct', float('nan')):.1f}%")
+    skipped = (doc.get("provenance") or {}).get("skipped_points") or []
+    if skipped:
+        lines.append(f"  skipped {len(skipped)} point(s) that would overrun their section's time "
+                     "cap (provenance.skipped_points)")
+    for line in q.get("bound_violations", []):
+        lines.append(f"  bounded fit: {line}")
     key_numbers = {"profile": profile.name, "seconds": round(seconds, 1),
                    "launch_overhead_s": profile.compute.launch_overhead_s,
                    "fit_quality": {k: q[k] for k in ("gemm", "gemm_layer_ffn", "scale_up")

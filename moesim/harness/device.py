@@ -65,10 +65,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: /proc/cpuinfo flags that decide CPU GEMM speed per dtype (AVX-512, native bf16/fp16, AMX).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",
+             "amx_bf16", "amx_tile", "amx_int8")
+
+
+def _cpu_id() -> dict:
+    """``cpu_flags`` (the :data:`ISA_FLAGS` present) and ``cpu_family_model`` from cpuinfo."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    fields = dict(ln.split(":", 1) for ln in first.splitlines() if ":" in ln)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    out = {"cpu_flags": [f for f in ISA_FLAGS if f in flags]}
+    if "cpu family" in fields and "model" in fields:
+        out["cpu_family_model"] = f"{fields['cpu family']}/{fields['model']}"
+    return out
+
+
 def cpu_facts() -> dict:
     import torch
 
-    facts = {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(),
+    facts = {"cpu_model": cpu_model(), **_cpu_id(), "logical_cpus": os.cpu_count(),
              "torch_threads": torch.get_num_threads(),
              "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
              "mkldnn_available": bool(torch.backends.mkldnn.is_available())}

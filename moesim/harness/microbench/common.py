@@ -1,11 +1,13 @@
 """Shared helpers: dtype names, random input sets, the measurement context."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from moesim.harness.timing import BenchConfig, timer_for
+from moesim.harness.microbench.budget import SectionBudget, Unlimited
+from moesim.harness.stats import Stats
+from moesim.harness.timing import BenchConfig, bench, timer_for
 
 #: moesim dtype name -> torch dtype, for the dtypes torch computes GEMMs in directly.
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -13,12 +15,14 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 @dataclass
 class Context:
-    """Where and how to measure: device, timing config, last-level cache size (rotation)."""
+    """Where and how to measure: device, timing config, last-level cache size (rotation), and
+    the time budget of the section being measured (``budget``, replaced per section)."""
 
     device: torch.device
     config: BenchConfig
     cache_bytes: float
     seed: int = 0
+    budget: SectionBudget = field(default_factory=Unlimited)
 
     def __post_init__(self):
         self.timer = timer_for(self.device)
@@ -37,6 +41,12 @@ class Context:
         for i in range(1, count):
             out.append(first * (1.0 + 1e-3 * i))
         return out
+
+    def bench(self, fn, inputs) -> Stats:
+        """``timing.bench`` of ``fn`` under the section budget: its first call is checked
+        against the fewest calls ``bench`` makes (warm-up, ``min_repeats``, the dropped one)."""
+        calls = self.config.warmup + self.config.min_repeats + 1
+        return bench(self.budget.guard(fn, calls, self.sync), inputs, self.config, self.timer)
 
     def sync(self) -> None:
         if self.device.type == "cuda":

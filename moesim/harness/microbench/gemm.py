@@ -15,12 +15,13 @@ from moesim.harness.microbench.common import Context, torch_dtype
 from moesim.harness.microbench.plan import GemmShape
 from moesim.harness.records import Record
 from moesim.harness.stats import Stats, non_monotone
-from moesim.harness.timing import bench, rotation_count
+from moesim.harness.timing import rotation_count
 
 
 def measure_dense(ctx: Context, dtype: str, shape: GemmShape, tokens: list[int],
                   recheck_passes: int = 2) -> list[Record]:
-    """One record per M in ``tokens`` for ``x [M, k] @ w [k, n]``.
+    """One record per M in ``tokens`` for ``x [M, k] @ w [k, n]`` (M the section budget skips
+    has none).
 
     A point slower than a larger M of the same shape (``non_monotone``) is measured again, up to
     ``recheck_passes`` times; the lower median is kept."""
@@ -29,15 +30,22 @@ def measure_dense(ctx: Context, dtype: str, shape: GemmShape, tokens: list[int],
     count = rotation_count(w_bytes, ctx.cache_bytes, max_sets=64)
     weights = ctx.sets(ctx.randn(shape.k, shape.n, dtype=td), count)
 
-    def measure(m: int) -> Stats:
-        xs = ctx.sets(ctx.randn(m, shape.k, dtype=td), count)
-        return bench(lambda pair: pair[0] @ pair[1], list(zip(xs, weights)), ctx.config, ctx.timer)
+    def measure(m: int) -> Stats | None:
+        def run() -> Stats:
+            xs = ctx.sets(ctx.randn(m, shape.k, dtype=td), count)
+            return ctx.bench(lambda pair: pair[0] @ pair[1], list(zip(xs, weights)))
+        return ctx.budget.attempt(f"gemm {dtype} {shape.key} m={m}", f"gemm/{dtype}",
+                                  2.0 * m * shape.k * shape.n, run)
 
-    stats = [measure(m) for m in tokens]
+    measured = [(m, measure(m)) for m in tokens]
+    tokens = [m for m, st in measured if st is not None]
+    stats = [st for _, st in measured if st is not None]
     for _ in range(recheck_passes):
         suspects = non_monotone(tokens, [s.median_s for s in stats])
         for i in suspects:
             again = measure(tokens[i])
+            if again is None:
+                continue
             attempts = stats[i].attempts + again.attempts
             stats[i] = replace(min(stats[i], again, key=lambda s: s.median_s), attempts=attempts)
         if not suspects:
@@ -96,12 +104,10 @@ def measure_grouped(ctx: Context, dtype: str, experts: int, m: int,
               "source": shape.source, "sets": count, "weight_bytes": w_bytes,
               "flops": 2.0 * experts * m * shape.k * shape.n}
     out = [Record("grouped_gemm", {**params, "impl": "loop"},
-                  bench(lambda p: _loop(p[0], p[1], counts), list(zip(xs, ws)), ctx.config,
-                        ctx.timer))]
+                  ctx.bench(lambda p: _loop(p[0], p[1], counts), list(zip(xs, ws))))]
     layout = grouped_layout(ctx, dtype, shape.k, shape.n)
     if layout is not None:
         wg = [layout(w) for w in ws]
-        stats = bench(lambda p: torch._grouped_mm(p[0], p[1], offs=offs), list(zip(xs, wg)),
-                      ctx.config, ctx.timer)
+        stats = ctx.bench(lambda p: torch._grouped_mm(p[0], p[1], offs=offs), list(zip(xs, wg)))
         out.append(Record("grouped_gemm", {**params, "impl": "grouped"}, stats))
     return out

@@ -38,6 +38,17 @@ def phase_bytes(phase: str, tokens: int, hidden: int, experts: int, top_k: int,
             "unpermute": rows + tokens * hidden * act_bytes}[phase]
 
 
+def forwards(ctx: Context, n: int, forward) -> None:
+    """``forward(i)`` for i < n; after the first, the section budget checks the n - 1 left
+    (``budget.OverBudget`` stops the point there)."""
+    for i in range(n):
+        start = ctx.budget.clock()
+        forward(i)
+        if i == 0:
+            ctx.sync()
+            ctx.budget.check(ctx.budget.clock() - start, n - 1)
+
+
 def measure_layer_phases(ctx: Context, dtype: str, tokens: int, hidden: int, ffn: int,
                          experts: int, top_k: int) -> list[Record]:
     """Median seconds of each small phase of one ``MoELayer`` forward at ``tokens`` tokens."""
@@ -53,14 +64,16 @@ def measure_layer_phases(ctx: Context, dtype: str, tokens: int, hidden: int, ffn
     xs = [ctx.randn(tokens, hidden, dtype=layer.dtype) for _ in range(4)]
     ids = [forced_topk_ids("uniform", experts, top_k, tokens, seed=i) for i in range(4)]
     samples: dict[str, list[float]] = {p: [] for p in LAYER_PHASES}
-    repeats = max(11, ctx.config.min_repeats)
+
+    def forward(i: int) -> None:
+        timer = PhaseTimer(ctx.device)
+        layer(xs[i % 4], timer=timer, topk_idx=ids[i % 4])
+        if i >= 2:  # warm-up
+            for p in LAYER_PHASES:
+                samples[p].append(timer.seconds[p])
+
     with torch.no_grad():
-        for i in range(repeats + 2):
-            timer = PhaseTimer(ctx.device)
-            layer(xs[i % 4], timer=timer, topk_idx=ids[i % 4])
-            if i >= 2:  # warm-up
-                for p in LAYER_PHASES:
-                    samples[p].append(timer.seconds[p])
+        forwards(ctx, max(11, ctx.config.min_repeats) + 2, forward)
     a = bytes_per_element(dtype)
     base = {"dtype": dtype, "tokens": tokens, "hidden": hidden, "ffn": ffn, "experts": experts,
             "top_k": top_k}
@@ -93,14 +106,16 @@ def measure_layer_ffn(ctx: Context, dtype: str, tokens: int, hidden: int, ffn: i
     ids = forced_topk_ids("uniform", experts, top_k, tokens, seed=tokens)
     counts = np.bincount(np.asarray(ids).reshape(-1), minlength=experts).tolist()
     samples: dict[str, list[float]] = {p: [] for p in FFN_PHASES}
-    repeats, warmup = max(11, ctx.config.min_repeats), 2
+
+    def forward(i: int) -> None:
+        timer = PhaseTimer(ctx.device)
+        layers[i % len(layers)](xs[i % 4], timer=timer, topk_idx=ids)
+        if i >= 2:  # warm-up
+            for p in FFN_PHASES:
+                samples[p].append(timer.seconds[p])
+
     with torch.no_grad():
-        for i in range(repeats + warmup):
-            timer = PhaseTimer(ctx.device)
-            layers[i % len(layers)](xs[i % 4], timer=timer, topk_idx=ids)
-            if i >= warmup:
-                for p in FFN_PHASES:
-                    samples[p].append(timer.seconds[p])
+        forwards(ctx, max(11, ctx.config.min_repeats) + 2, forward)
     base = {"dtype": dtype, "hidden": hidden, "ffn": ffn, "matrices": model.matrices,
             "tokens": tokens, "experts": experts, "top_k": top_k, "layer_copies": len(layers)}
     return [Record("layer_experts", {**base, "counts": counts},

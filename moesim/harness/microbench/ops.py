@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from moesim.config.dtypes import bytes_per_element
 from moesim.harness.microbench.common import Context, torch_dtype
 from moesim.harness.records import Record
-from moesim.harness.timing import bench, rotation_count
+from moesim.harness.timing import rotation_count
 
 
 def measure_copy(ctx: Context, size_bytes: int, dtype: str = "fp32") -> Record:
@@ -21,7 +21,7 @@ def measure_copy(ctx: Context, size_bytes: int, dtype: str = "fp32") -> Record:
     numel = int(size_bytes // bytes_per_element(dtype))
     src = ctx.sets(ctx.randn(numel, dtype=td), 2)
     dst = [torch.empty_like(s) for s in src]
-    stats = bench(lambda p: p[0].copy_(p[1]), list(zip(dst, src)), ctx.config, ctx.timer)
+    stats = ctx.bench(lambda p: p[0].copy_(p[1]), list(zip(dst, src)))
     return Record("copy", {"dtype": dtype, "bytes": 2.0 * numel * bytes_per_element(dtype),
                            "size_bytes": numel * bytes_per_element(dtype)}, stats)
 
@@ -48,7 +48,7 @@ def measure_op_overhead(ctx: Context, ops_per_sample: int) -> list[Record]:
         def many(_, op=op):
             for _ in range(ops_per_sample):
                 op()
-        stats = bench(many, [None], ctx.config, ctx.timer).scaled(1.0 / ops_per_sample)
+        stats = ctx.bench(many, [None]).scaled(1.0 / ops_per_sample)
         out.append(Record("op_overhead", {"op": name, "ops_per_sample": ops_per_sample}, stats))
     return out
 
@@ -112,5 +112,5 @@ def measure_layer_ops(ctx: Context, dtype: str, tokens: int, hidden: int, ffn: i
     out = []
     for kind, fn, inputs, extra in cases:
         params = {**base, **extra, "ffn": ffn} if kind == "activation" else {**base, **extra}
-        out.append(Record(kind, params, bench(fn, inputs, ctx.config, ctx.timer)))
+        out.append(Record(kind, params, ctx.bench(fn, inputs)))
     return out

@@ -3,13 +3,16 @@
 GEMM shapes come from the model presets: a routed expert runs ``[M, hidden] x [hidden,
 (m-1) * expert_ffn]`` (gate|up, m = 3 gated) and ``[M, expert_ffn] x [expert_ffn, hidden]``
 (down); M = tokens per expert. ``--quick`` keeps a few presets plus two small CPU-scale shapes
-(``SMALL_SHAPES``); a point is skipped when its FLOPs exceed ``max_gemm_flops`` (CPU time).
+(``SMALL_SHAPES``); a point is left out when its FLOPs exceed ``max_gemm_flops``. Time is
+budgeted in seconds per section (``caps_s``, see ``budget``): the suite skips points that would
+overrun them on a slow CPU.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from moesim.config import available_models, load_model
+from moesim.harness.microbench.budget import FULL_CAPS_S, QUICK_CAPS_S, scaled_caps
 from moesim.harness.timing import FULL, QUICK, BenchConfig
 
 KiB, MiB = 1024, 1024 * 1024
@@ -85,6 +88,7 @@ class Plan:
     gemm_passes: int = 2  # dense GEMM sweeps at different times; each point keeps the quietest
     ops_per_sample: int = 100
     notes: dict = field(default_factory=dict)
+    caps_s: dict = field(default_factory=lambda: dict(QUICK_CAPS_S))  # section -> seconds
 
     def gemm_points(self, dtype: str):
         """(shape, M) pairs to measure, skipping those above the FLOP budget."""
@@ -101,8 +105,10 @@ def _pow2_bytes(lo: int, hi: int, step: int) -> tuple[int, ...]:
 
 
 def make_plan(device_type: str, quick: bool, dtypes: tuple[str, ...],
-              a2a_world_sizes: tuple[int, ...] | None = None) -> Plan:
-    """The default plan for a device type (``cpu`` or ``cuda``) and mode."""
+              a2a_world_sizes: tuple[int, ...] | None = None,
+              budget_s: float | None = None) -> Plan:
+    """The default plan for a device type (``cpu`` or ``cuda``) and mode; ``budget_s`` rescales
+    the section time caps to that total (default: 170 s quick, ~38 min full)."""
     cpu = device_type == "cpu"
     small = [s for name, (h, f) in SMALL_SHAPES.items() for s in expert_shapes(h, f, True, name)]
     if quick:
@@ -141,4 +147,5 @@ def make_plan(device_type: str, quick: bool, dtypes: tuple[str, ...],
                 op_sizes=op_sizes, a2a_world_sizes=worlds, a2a_bytes=a2a,
                 a2a_uneven_bytes=uneven, a2a_dtype="bf16", bench=bench,
                 ffn_models=ffn_models, ffn_tokens=ffn_tokens,
-                gemm_passes=2 if cpu else 1)
+                gemm_passes=2 if cpu else 1,
+                caps_s=scaled_caps(QUICK_CAPS_S if quick else FULL_CAPS_S, budget_s))
