@@ -74,22 +74,25 @@ class LayerRows:
     phase_kernels: dict  # phase -> kernels launched ``[rows]`` (router, permute, unpermute, activation)
     phase_mem_eff: dict  # phase -> memory-bandwidth efficiency of its streaming ``[rows]``
 
-    def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray) -> np.ndarray:
+    def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+        """Curve lookup per dtype; ``n``/``k`` (``[rows]``) reach shape-aware (grid) curves."""
         first = dtypes[0]
         if (dtypes == first).all():
-            return self.gemm_curve.at(m_mean, first)
+            return self.gemm_curve.at(m_mean, first, n=_col_or_none(n), k=_col_or_none(k))
         out = np.empty_like(m_mean)
         for dtype in set(dtypes):
             mask = dtypes == dtype
-            out[mask] = self.gemm_curve.at(m_mean[mask], dtype)
+            pick = lambda v: None if v is None else _col(np.broadcast_to(v, mask.shape)[mask])  # noqa: E731
+            out[mask] = self.gemm_curve.at(m_mean[mask], dtype, n=pick(n), k=pick(k))
         return out
 
-    def gemm_eff(self, m_mean: np.ndarray) -> np.ndarray:
-        """GEMM efficiency at tokens per hit expert ``[rows, D]`` for each row's compute dtype."""
-        return self._eff(self.gemm_dtype, m_mean)
+    def gemm_eff(self, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+        """GEMM efficiency at tokens per hit expert ``[rows, D]`` for each row's compute dtype
+        (and GEMM width ``n`` / depth ``k`` per row for shape-aware profiles)."""
+        return self._eff(self.gemm_dtype, m_mean, n, k)
 
-    def router_eff(self, m_mean: np.ndarray) -> np.ndarray:
-        return self._eff(self.act_dtype, m_mean)
+    def router_eff(self, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+        return self._eff(self.act_dtype, m_mean, n, k)
 
     def subset(self, mask: np.ndarray, token_scale: float = 1.0) -> "LayerRows":
         """The rows where ``mask`` holds, with tokens scaled (two-batch uses 0.5)."""
@@ -107,6 +110,15 @@ def _col(x) -> np.ndarray:
     return np.asarray(x, dtype=float).reshape(-1, 1)
 
 
+def _col_or_none(x):
+    return None if x is None else _col(x) if np.ndim(x) else float(x)
+
+
+def _shaped(eff, n_dim, k_dim):
+    """``eff(m)`` for one GEMM of width ``n_dim`` and depth ``k_dim`` from ``eff(m, n, k)``."""
+    return lambda m: eff(m, n_dim, k_dim)
+
+
 def dense_load(tokens, tile_m: int) -> gemm.DeviceLoad:
     """One 'slot' holding all ``tokens`` of each row (router, shared experts)."""
     counts = _col(tokens)
@@ -114,14 +126,19 @@ def dense_load(tokens, tile_m: int) -> gemm.DeviceLoad:
 
 
 def ffn_gemms(load: gemm.DeviceLoad, hidden, ffn, matrices, weight_bytes_per_param, act_bytes,
-              **kw) -> tuple[gemm.GemmCost, gemm.GemmCost]:
+              shape_eff=None, **kw) -> tuple[gemm.GemmCost, gemm.GemmCost]:
     """An expert FFN's two GEMMs over ``load``: gate/up ``[M, hidden] x [hidden, (m-1) ffn]``
-    and down ``[M, ffn] x [ffn, hidden]`` (``kw``: ``gemm.grouped_gemm``'s device keywords)."""
+    and down ``[M, ffn] x [ffn, hidden]`` (``kw``: ``gemm.grouped_gemm``'s device keywords;
+    ``shape_eff(m, n, k)``, when given, is the efficiency of each GEMM at its own shape)."""
     up_n = (matrices - 1) * ffn
+    up_kw = down_kw = kw
+    if shape_eff is not None:
+        up_kw = {**kw, "eff_gemm": _shaped(shape_eff, up_n, hidden)}
+        down_kw = {**kw, "eff_gemm": _shaped(shape_eff, hidden, ffn)}
     up = gemm.grouped_gemm(load, hidden, up_n, hidden * up_n * weight_bytes_per_param,
-                           (hidden + up_n) * act_bytes, **kw)
+                           (hidden + up_n) * act_bytes, **up_kw)
     down = gemm.grouped_gemm(load, ffn, hidden, hidden * ffn * weight_bytes_per_param,
-                             (ffn + hidden) * act_bytes, **kw)
+                             (ffn + hidden) * act_bytes, **down_kw)
     return up, down
 
 
@@ -154,7 +171,7 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
                                    _col(kernels[phase]) if launches is None else launches, launch)
 
     router = _dense(hw, t, h, rows.experts, h * rows.experts * a, (h + rows.experts) * a,
-                    rows.peak_router_flops_per_s, rows.router_eff)
+                    rows.peak_router_flops_per_s, _shaped(rows.router_eff, rows.experts, h))
     score_bytes = _col(t * rows.experts * 4.0 * 2 + t * k * 8.0)  # fp32 logits in/out, ids+weights
     # the router GEMM is one of the router's kernels; score + top-k are the others
     router_s = router.time_s + stream(score_bytes, "router", _col(kernels["router"] - 1.0))
@@ -164,7 +181,7 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
 
     kw = dict(units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n, mem_bytes_per_s=hw.mem_bytes_per_s,
               eff_mem=hw.mem_eff, launch_overhead_s=launch, grouped=hw.grouped_gemm,
-              peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff)
+              peak_flops_per_s=rows.peak_gemm_flops_per_s, shape_eff=rows.gemm_eff)
     up_n = (m - 1) * f
     load = gemm.DeviceLoad.from_slots(counts, hit, slot_device, num_devices, hw.tile_m)
     g1, g2 = ffn_gemms(load, h, f, m, rows.weight_bytes_per_param, a, **kw)
