@@ -9,7 +9,7 @@ import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
@@ -123,6 +123,7 @@ class Efficiency(_Frozen):
     grid_alias: dict[str, str] = Field(default_factory=dict)
     basis: Literal["measured", "assumption"]
     note: str = Field(min_length=3)
+    max_value: ClassVar[float] = 1.0
 
     @model_validator(mode="after")
     def _one_form(self) -> "Efficiency":
@@ -131,8 +132,9 @@ class Efficiency(_Frozen):
             raise ValueError("give exactly one of 'value', 'points', 'by_dtype' or 'grid'")
         for pts in [self.points or []] + list((self.by_dtype or {}).values()):
             for x, eff in pts:
-                if not (x > 0 and 0 < eff <= 1.0):
-                    raise ValueError(f"point ({x}, {eff}): need x > 0 and 0 < efficiency <= 1")
+                if not (x > 0 and 0 < eff <= self.max_value):
+                    raise ValueError(f"point ({x}, {eff}): need x > 0 and 0 < value <= "
+                                     f"{self.max_value:g}")
         for alias, target in self.grid_alias.items():
             if self.grid is None or target not in self.grid:
                 raise ValueError(f"grid_alias '{alias}: {target}' names no grid")
@@ -177,6 +179,14 @@ class Efficiency(_Frozen):
         return np.interp(np.log(x), log_x, eff)
 
 
+class KernelFactor(Efficiency):
+    """A multiplier on another efficiency (same forms), e.g. a fused MoE kernel against the
+    dense GEMMs of the same shape; may exceed 1 where the fused kernel skips work the dense
+    op pays for (per-call activation quantisation, separate launches)."""
+
+    max_value: ClassVar[float] = 8.0
+
+
 #: Kernels each memory-bound phase launches when fused as on GPUs: router = GEMM + score + top-k,
 #: permute = index build + gather, unpermute = weighted gather + reduce, activation = one
 #: fused SwiGLU/GELU kernel. Calibration replaces them with measured op counts (eager torch).
@@ -219,6 +229,20 @@ class Efficiencies(_Frozen):
     scale_out_bandwidth: Efficiency  # fraction of NIC peak reached by all-to-all
     host_link_bandwidth: Efficiency | None = None  # fraction of host-link peak (expert fetches)
     phases: PhaseCosts | None = None  # kernels and streaming efficiency of memory-bound phases
+    # fused MoE (grouped) kernel's efficiency relative to ``gemm`` at the same shape, per dtype
+    # over tokens per hit expert; None = grouped GEMMs run like the dense GEMMs
+    grouped_gemm: KernelFactor | None = None
+
+
+class AlltoallKernel(_Frozen):
+    """One all-to-all kernel family (e.g. ``deepep_normal/dispatch``): t = latency + bytes / bw
+    over one link class, bytes = what one device sends to the others."""
+
+    link: Literal["scale_up", "scale_out"] = "scale_up"
+    latency_s: float = Field(ge=0)
+    bandwidth_bytes_per_s: float = Field(gt=0)
+    basis: Literal["measured", "assumption"]
+    note: str = Field(min_length=3)
 
 
 class HardwareProfile(_Frozen):
@@ -232,6 +256,7 @@ class HardwareProfile(_Frozen):
     scale_out: Link
     host_link: Link | None = None
     efficiency: Efficiencies
+    alltoall_kernels: dict[str, AlltoallKernel] = Field(default_factory=dict)
     sources: dict[str, str] = Field(default_factory=dict)
     provenance: dict | None = None
     fit_quality: dict | None = None

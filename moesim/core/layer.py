@@ -73,18 +73,29 @@ class LayerRows:
     gemm_curve: object  # the profile's efficiency.gemm (an ``Efficiency``)
     phase_kernels: dict  # phase -> kernels launched ``[rows]`` (router, permute, unpermute, activation)
     phase_mem_eff: dict  # phase -> memory-bandwidth efficiency of its streaming ``[rows]``
+    grouped_curve: object = None  # the profile's efficiency.grouped_gemm (fused-kernel factor)
 
-    def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+    def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray, n=None, k=None,
+             curve=None) -> np.ndarray:
         """Curve lookup per dtype; ``n``/``k`` (``[rows]``) reach shape-aware (grid) curves."""
+        curve = self.gemm_curve if curve is None else curve
         first = dtypes[0]
         if (dtypes == first).all():
-            return self.gemm_curve.at(m_mean, first, n=_col_or_none(n), k=_col_or_none(k))
+            return curve.at(m_mean, first, n=_col_or_none(n), k=_col_or_none(k))
         out = np.empty_like(m_mean)
         for dtype in set(dtypes):
             mask = dtypes == dtype
             pick = lambda v: None if v is None else _col(np.broadcast_to(v, mask.shape)[mask])  # noqa: E731
-            out[mask] = self.gemm_curve.at(m_mean[mask], dtype, n=pick(n), k=pick(k))
+            out[mask] = curve.at(m_mean[mask], dtype, n=pick(n), k=pick(k))
         return out
+
+    def expert_eff(self, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+        """Routed-expert GEMM efficiency: the GEMM's times the fused grouped kernel's factor
+        at tokens per hit expert (``efficiency.grouped_gemm``; 1 when the profile has none)."""
+        eff = self.gemm_eff(m_mean, n, k)
+        if self.grouped_curve is None:
+            return eff
+        return np.minimum(eff * self._eff(self.gemm_dtype, m_mean, curve=self.grouped_curve), 1.0)
 
     def gemm_eff(self, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
         """GEMM efficiency at tokens per hit expert ``[rows, D]`` for each row's compute dtype
@@ -184,7 +195,8 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
               peak_flops_per_s=rows.peak_gemm_flops_per_s, shape_eff=rows.gemm_eff)
     up_n = (m - 1) * f
     load = gemm.DeviceLoad.from_slots(counts, hit, slot_device, num_devices, hw.tile_m)
-    g1, g2 = ffn_gemms(load, h, f, m, rows.weight_bytes_per_param, a, **kw)
+    g1, g2 = ffn_gemms(load, h, f, m, rows.weight_bytes_per_param, a,
+                       **{**kw, "shape_eff": rows.expert_eff})
     dev_tokens = load.tokens
     act_kernels = _col(kernels["activation"])
     act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
