@@ -124,3 +124,54 @@ def test_real_data_slice_fits_gemm_and_deepep():
     assert prov["deepep_normal/dispatch"]["rows"] > 0
     with pytest.raises(ConfigError, match="unknown backend"):
         reader.locate("h200_sxm", "moe_perf", "tensorrt")
+
+
+def test_kernel_counts_fill_duplicate_picks_with_lowest_free_experts():
+    # 2 tokens, top-2, expert 5 intended 3 times: one token holds it twice
+    counts = np.zeros(8, dtype=np.int64)
+    counts[5], counts[6] = 3, 1
+    out = moe._kernel_counts(counts, tokens=2, top_k=2)
+    assert out.sum() == 4  # every token still picks k distinct experts
+    assert out[5] == 2 and out.max() <= 2  # at most once per token
+    assert out[0] == 1  # the duplicate became the lowest free expert
+
+
+def test_weight_only_grid_is_faster_where_weights_bound_the_time():
+    profile = load_profile("h100-sxm")
+    grid = {"m": [16.0, 4096.0], "n": [4096.0], "k": [4096.0], "values": [[[0.1]], [[0.8]]]}
+    w4 = gemm_fit.transfer_grid(profile, grid, "bfloat16", "w4a16_mxfp4")
+    assert w4["values"][0][0][0] > 0.1  # memory-bound node: 4-bit weights read 4x fewer bytes
+    assert w4["values"][1][0][0] == pytest.approx(0.8, rel=1e-3)  # compute-bound node unchanged
+
+
+def test_calibrate_from_aic_needs_backend_and_base(capsys):
+    from moesim.cli import main
+
+    code = main(["calibrate", "--from-aic", "h200_sxm", "--out", "/tmp/never.yaml"])
+    assert code == 2
+    assert "--from-aic needs --backend and --base" in capsys.readouterr().err
+
+
+def test_fused_kernel_fixed_cost_and_factor_reach_the_experts_phase(tmp_path):
+    import yaml
+
+    from moesim import predict
+
+    def profile(factor: float, fixed_s: float):
+        path = tmp_path / f"h100-fused-{factor}-{fixed_s}.yaml"
+        path.write_text(yaml.safe_dump({
+            "name": path.stem, "description": "test", "kind": "calibrated", "base": "h100-sxm",
+            "efficiency": {"grouped_gemm": {"basis": "measured", "note": "synthetic",
+                                            "by_dtype": {"default": [[1.0, factor]]},
+                                            "fixed_s": {"default": fixed_s}}}}))
+        return str(path)
+
+    plain = predict("mixtral-8x7b", "h100-sxm", tokens=4096)
+    same = predict("mixtral-8x7b", profile(1.0, 0.0), tokens=4096)
+    slow = predict("mixtral-8x7b", profile(1.0, 1e-3), tokens=4096)
+    half = predict("mixtral-8x7b", profile(0.5, 0.0), tokens=4096)
+    e = "experts"
+    assert same.breakdown_s[e] == pytest.approx(plain.breakdown_s[e])
+    assert slow.breakdown_s[e] == pytest.approx(plain.breakdown_s[e] + 1e-3)
+    assert half.breakdown_s[e] > 1.5 * plain.breakdown_s[e]  # compute-bound at 4096 tokens
+    assert half.breakdown_s["shared_experts"] == plain.breakdown_s["shared_experts"]

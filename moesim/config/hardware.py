@@ -185,6 +185,12 @@ class KernelFactor(Efficiency):
     op pays for (per-call activation quantisation, separate launches)."""
 
     max_value: ClassVar[float] = 8.0
+    fixed_s: dict[str, float] = Field(default_factory=dict, description=(
+        "fixed time per call of the fused kernel per dtype ('default' for others), added to "
+        "the expert GEMMs on a device with tokens"))
+
+    def fixed(self, dtype: str) -> float:
+        return float(self.fixed_s.get(dtype, self.fixed_s.get("default", 0.0)))
 
 
 #: Kernels each memory-bound phase launches when fused as on GPUs: router = GEMM + score + top-k,

@@ -74,6 +74,7 @@ class LayerRows:
     phase_kernels: dict  # phase -> kernels launched ``[rows]`` (router, permute, unpermute, activation)
     phase_mem_eff: dict  # phase -> memory-bandwidth efficiency of its streaming ``[rows]``
     grouped_curve: object = None  # the profile's efficiency.grouped_gemm (fused-kernel factor)
+    expert_fixed_s: np.ndarray | None = None  # fused kernel's fixed time per call ``[rows]``
 
     def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray, n=None, k=None,
              curve=None) -> np.ndarray:
@@ -202,7 +203,8 @@ def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_
     act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
     act_s = stream(dev_tokens * _col((up_n + f) * a), "activation",
                    np.where(dev_tokens > 0, act_launch, 0.0))
-    experts_s = shared_cores(g1.time_s + g2.time_s + act_s, hw.idle_peer_speedup)
+    fixed = 0.0 if rows.expert_fixed_s is None else _col(rows.expert_fixed_s) * (dev_tokens > 0)
+    experts_s = shared_cores(g1.time_s + g2.time_s + act_s + fixed, hw.idle_peer_speedup)
 
     sf = rows.shared_ffn
     has_shared = sf > 0

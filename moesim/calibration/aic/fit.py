@@ -44,16 +44,19 @@ def gemm_section(profile, system, backend, version=None, root=None) -> tuple[dic
     df = reader.load(ref)
     launch = gemm_fit.launch_floor_s(df)
     tiled = _with_tile(profile, TILE_M)
-    grids, quality = gemm_fit.fit_gemm(tiled, df, launch)
+    grids, quality = gemm_fit.fit_gemm(tiled, df, gemm_fit.dtype_floors_s(df))
     alias = {k: v for k, v in MOESIM_ALIASES.items() if v in grids}
-    for name, d in ((n, lookup(n)) for n in ("w4a16_mxfp4", "w4a8_mxfp4_mxfp8", "int4_wo")):
+    source = {"bf16": "bfloat16", "fp8": "fp8"}
+    for name in ("w4a16_mxfp4", "w4a8_mxfp4_mxfp8", "int4_wo"):
+        d = lookup(name)
         if d.grid in grids:
-            alias[d.key] = d.grid
+            grids[d.key] = gemm_fit.transfer_grid(tiled, grids[d.grid], source[d.grid], name)
     eff = {"basis": "measured", "grid": grids, "grid_alias": alias,
            "note": (f"AIConfigurator {reader.package_version()} {ref.system}/{backend} "
                     f"{ref.version} gemm_perf: eff = moesim ideal GEMM time (eff=1) / (latency - "
-                    f"launch) at power-of-two m, n, k (median per padded M); fastest kernel per "
-                    f"shape; weight-only formats read the grid of the dtype they compute in")}
+                    f"the dtype's fixed cost per call, fit_quality.gemm.*.fixed_cost_s) at power-of-two m, n, k (median per padded M); fastest kernel per "
+                    f"shape; weight-only formats: the grid of the dtype they compute in moved to their own roofline "
+                    f"(gemm_fit.transfer_grid)")}
     compute = {"launch_overhead_s": round(launch, 9), "gemm_tile_m": TILE_M}
     return compute, eff, {"gemm": ref.provenance(len(df)), "gemm_quality": quality}
 
@@ -63,28 +66,37 @@ def _with_tile(profile, tile_m: int):
         update={"gemm_tile_m": tile_m})})
 
 
-def fit_grouped_factor(profile, moe_df: pd.DataFrame) -> tuple[dict, dict]:
-    """``efficiency.grouped_gemm`` from the calibration shapes of ``moe_perf``: per dtype, the
-    median over rows near each node of ``predicted experts time (factor 1) / measured experts
-    time``, where measured experts time = latency - predicted top-k, permute and finalize."""
+def fit_grouped_factor(profile, moe_df: pd.DataFrame) -> tuple[dict, dict, dict]:
+    """``efficiency.grouped_gemm`` from the calibration shapes of ``moe_perf``, per dtype:
+
+    - ``fixed_s``: the fused kernel's fixed time, median of (measured - predicted) over the
+      tenth of rows with the least predicted expert work (clipped at 0);
+    - factor per tokens-per-expert node: median over rows near the node of ``predicted experts
+      time / (measured - fixed - predicted top-k, permute and finalize)``."""
     cal = fused_kernel_rows(moe_df[is_calibration_shape(moe_df)])
     pred = moe.predict_rows(cal, profile)
     meas = cal.latency.to_numpy() * 1e-3
     other = (pred.predicted_s - pred.experts_s).to_numpy()
-    ratio = pred.experts_s.to_numpy() / np.maximum(meas - other, 0.05 * meas)
+    experts = pred.experts_s.to_numpy()
     per_expert = (cal.num_tokens * cal.topk / cal.num_experts).to_numpy(float)
-    table, counts = {}, {}
+    table, fixed, counts = {}, {}, {}
     for dtype, idx in cal.groupby("moe_dtype").indices.items():
-        logx, logr = np.log(np.maximum(per_expert[idx], 1e-3)), np.log(ratio[idx])
+        key = lookup(dtype).key
+        small = idx[experts[idx] <= np.percentile(experts[idx], 10)]
+        fixed[key] = round(max(float(np.median(meas[small] - other[small] - experts[small])), 0.0), 9)
+        ratio = experts[idx] / np.maximum(meas[idx] - fixed[key] - other[idx], 0.05 * meas[idx])
+        logx, logr = np.log(np.maximum(per_expert[idx], 1e-3)), np.log(ratio)
         pts = []
         for node in FACTOR_NODES:
             near = np.abs(logx - np.log(node)) <= np.log(2.0)
             if near.sum() >= 3:
                 pts.append([node, round(float(np.clip(np.exp(np.median(logr[near])), 1e-3, 8.0)), 4)])
         if pts:
-            table[lookup(dtype).key] = pts
-            counts[lookup(dtype).key] = int(len(idx))
-    return table, counts
+            table[key] = pts
+            counts[key] = int(len(idx))
+    if "bf16" in table:  # dtypes without calibration rows (e.g. int4_wo) take bf16's factor
+        table["default"], fixed["default"] = table["bf16"], fixed["bf16"]
+    return table, fixed, counts
 
 
 def _kernels_section(kernels: dict, prov: dict) -> dict:
@@ -113,8 +125,8 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     moe_ref = reader.locate(system, "moe_perf", backend, version, root)
     moe_df = reader.load(moe_ref)
     staged = HardwareProfile.model_validate(doc)
-    table, counts = fit_grouped_factor(staged, moe_df)
-    grouped = {"basis": "measured", "by_dtype": table, "note": (
+    table, fixed, counts = fit_grouped_factor(staged, moe_df)
+    grouped = {"basis": "measured", "by_dtype": table, "fixed_s": fixed, "note": (
         f"{moe_ref.provenance(len(moe_df))['file']}: fused-MoE experts time predicted with the "
         f"GEMM grid / measured experts time, median per tokens-per-expert node, on the four "
         f"calibration shapes only {list(CALIBRATION_SHAPES)} (rows per dtype {counts})")}

@@ -48,12 +48,18 @@ def ideal_times(profile, dtype: str, m, n, k) -> tuple[np.ndarray, np.ndarray]:
     return cost.compute_s[:, 0], cost.memory_s[:, 0]
 
 
-def launch_floor_s(df: pd.DataFrame) -> float:
-    """Fixed cost of one GEMM kernel: 10th percentile of the bf16 GEMMs with n * k <= 65 536
-    (tiny GEMMs whose work is far below a microsecond)."""
-    small = df[(df.gemm_dtype == "bfloat16") & (df.n * df.k <= 65536)]
-    src = small if len(small) else df
+def launch_floor_s(df: pd.DataFrame, dtype: str = "bfloat16") -> float:
+    """Fixed cost of one GEMM call in ``dtype``: 10th percentile of its GEMMs with
+    n * k <= 65 536 (tiny GEMMs whose work is far below a microsecond). bf16 is the kernel
+    launch under CUDA graphs; quantised dtypes add their per-call activation quantisation."""
+    rows = df[df.gemm_dtype == dtype]
+    small = rows[rows.n * rows.k <= 65536]
+    src = small if len(small) else (rows if len(rows) else df)
     return float(np.percentile(src.latency, 10)) * 1e-3
+
+
+def dtype_floors_s(df: pd.DataFrame) -> dict[str, float]:
+    return {d: launch_floor_s(df, d) for d in sorted(df.gemm_dtype.unique())}
 
 
 def measured_eff(profile, dtype, rows: pd.DataFrame, launch_s: float) -> np.ndarray:
@@ -111,13 +117,18 @@ def predict_s(profile, dtype: str, grid_eff, rows: pd.DataFrame, launch_s: float
     return np.maximum(compute_s / eff, memory_s) + launch_s
 
 
-def fit_gemm(profile, df: pd.DataFrame, launch_s: float) -> tuple[dict, dict]:
-    """Per AIC dtype: (grid dict for ``efficiency.gemm.grid``, fit quality dict)."""
+def fit_gemm(profile, df: pd.DataFrame, floors_s: dict | float) -> tuple[dict, dict]:
+    """Per AIC dtype: (grid dict for ``efficiency.gemm.grid``, fit quality dict).
+
+    ``floors_s``: fixed cost per call per AIC dtype (or one for all), taken off each measured
+    latency before the efficiency is computed, so the grid holds the kernels' throughput and
+    a grouped kernel does not pay a dense call's fixed cost once per expert."""
     from moesim.config.hardware import ShapeGrid
 
     df = best_kernel(df)
     grids, quality = {}, {}
     for dtype, rows in df.groupby("gemm_dtype"):
+        launch_s = floors_s if isinstance(floors_s, float) else floors_s[dtype]
         node = _pow2(rows.m) & _pow2(rows.n) & _pow2(rows.k)
         nodes, held = rows[node], rows[~node]
         if len(nodes) < 8:
@@ -132,5 +143,24 @@ def fit_gemm(profile, df: pd.DataFrame, launch_s: float) -> tuple[dict, dict]:
                                   held.latency.to_numpy() * 1e-3),
             "holdout_rule": "rows with m, n or k not a power of two (interpolated)",
             "kernels": sorted(rows.kernel_source.unique().tolist()),
+            "fixed_cost_s": round(launch_s, 9),
         }
     return grids, quality
+
+
+def transfer_grid(profile, grid: dict, src: str, dst: str) -> dict:
+    """The grid of a dtype without a dense table (weight-only int4 / MXFP4) from the grid of the
+    dtype it computes in, assuming the kernel reaches the same fraction ``e`` of its roofline:
+
+        e = max(C_src, M_src) * eff_src / C_src,   eff_dst = C_dst * e / max(C_dst, M_dst)
+
+    (C, M: moesim's compute time at efficiency 1 and memory time of each node's GEMM), so a
+    memory-bound node of the 4-bit format is faster by its smaller weights, not by a bf16 time."""
+    m, n, k = (np.array(v, dtype=float) for v in np.meshgrid(grid["m"], grid["n"], grid["k"],
+                                                             indexing="ij"))
+    shape = m.shape
+    c_src, m_src = (v.reshape(shape) for v in ideal_times(profile, src, m.ravel(), n.ravel(), k.ravel()))
+    c_dst, m_dst = (v.reshape(shape) for v in ideal_times(profile, dst, m.ravel(), n.ravel(), k.ravel()))
+    e = np.maximum(c_src, m_src) * np.asarray(grid["values"], dtype=float) / c_src
+    eff = np.clip(c_dst * e / np.maximum(c_dst, m_dst), MIN_EFF, 1.0)
+    return {**grid, "values": np.round(eff, 4).tolist()}

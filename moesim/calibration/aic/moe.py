@@ -9,13 +9,17 @@ router GEMM, no all-to-all; CUDA graphs. moesim composes it from its layer phase
 
     t = router(score + top-k only) + permute + experts + unpermute
 
+(permute and finalize over the rows of the GPU's own experts only: with ``moe_ep_size`` > 1 the
+other GPUs' rows are never gathered here).
+
 Routing as the collectors build it (``collector/helper.py``):
 - ``balanced``: token i picks experts ``(i + j * s) mod E`` (``s = ceil(E / k)``, j < k) when
   ``T >= s``, else ``(i * s / T + j * s) mod E``; the measured GPU owns experts ``0 .. E/ep-1``.
 - ``power_law_<alpha>``: per-expert loads drawn from a power law on ``[1, 0.8 T]`` (``[0.01, 2]``
-  when ``T k <= E``), scaled to ``T k`` and rounded; the rank with the most tokens is the
-  measured one. moesim draws the same law with a fixed seed (:data:`POWER_LAW_DRAWS` draws,
-  the predicted times averaged).
+  when ``T k <= E``), scaled to ``T k`` and rounded; the rank with the most tokens is swapped
+  to rank 0, the measured one; the loads become a token table and the kernel's top-k of the
+  one-hot logits decides the routing (see :func:`_kernel_counts`). moesim draws the same law
+  with a fixed seed (:data:`POWER_LAW_DRAWS` draws, the predicted times averaged).
 """
 from __future__ import annotations
 
@@ -45,20 +49,45 @@ def balanced_counts(tokens: int, experts: int, top_k: int, local: int) -> np.nda
 
 def power_law_counts(tokens: int, experts: int, top_k: int, ep: int, alpha: float,
                      rng: np.random.Generator) -> np.ndarray:
-    """Tokens per local expert of the most loaded rank, one draw of the collectors' law."""
+    """Tokens per local expert of rank 0 (the most loaded rank), one draw of the collectors'
+    law, routed as the kernel sees it: intended loads -> token assignments -> top-k of the
+    one-hot logits (:func:`_kernel_counts`)."""
     lo, hi = (1.0, tokens * 0.8) if tokens * top_k > experts else (0.01, 2.0)
-    u = rng.random(experts)
     a = 1.0 - alpha
-    draw = ((hi ** a - lo ** a) * u + lo ** a) ** (1.0 / a)
+    draw = ((hi ** a - lo ** a) * rng.random(experts) + lo ** a) ** (1.0 / a)
     target = tokens * top_k
     counts = np.round(draw / draw.sum() * target).astype(np.int64)
     delta = int(target - counts.sum())
     order = np.argsort(-counts, kind="stable")
     step = np.arange(abs(delta)) % experts
-    np.add.at(counts, order[step] if delta > 0 else order[::-1][step], 1 if delta > 0 else -1)
-    counts = np.clip(counts, 0, tokens)
-    per_rank = counts.reshape(ep, experts // ep)
-    return per_rank[per_rank.sum(1).argmax()].astype(float)
+    # rounding surplus comes off the largest loads (the collectors take it off the smallest,
+    # which can go below zero; moesim keeps every load >= 0)
+    np.add.at(counts, order[step], 1 if delta > 0 else -1)
+    per_rank = counts.reshape(ep, experts // ep).copy()
+    busiest = per_rank.sum(1).argmax()
+    per_rank[[0, busiest]] = per_rank[[busiest, 0]]
+    return _kernel_counts(per_rank.ravel(), tokens, top_k)[: experts // ep]
+
+
+def _kernel_counts(counts: np.ndarray, tokens: int, top_k: int) -> np.ndarray:
+    """Loads the fused kernel routes: experts in descending load are laid out over the
+    ``top_k x tokens`` assignment table (token i gets column i); a token holding an expert
+    twice has fewer than k distinct experts, and top-k over its one-hot logits fills the rest
+    with zero-logit experts, assumed the lowest indices (ties)."""
+    experts = counts.size
+    order = np.argsort(-counts, kind="stable")
+    table = np.repeat(order, counts[order]).reshape(top_k, tokens).T
+    table = np.sort(table, axis=1)
+    dup = np.zeros_like(table, dtype=bool)
+    dup[:, 1:] = table[:, 1:] == table[:, :-1]
+    out = np.bincount(table[~dup], minlength=experts).astype(float)
+    missing = dup.sum(axis=1)
+    if missing.any():
+        cand = np.arange(2 * top_k)[None, :]
+        free = ~(table[:, :, None] == cand[:, None, :]).any(axis=1)
+        take = free & (np.cumsum(free, axis=1) <= missing[:, None])
+        out[: 2 * top_k] += take.sum(axis=0)
+    return out
 
 
 def row_counts(row, seed: int = 0) -> list[np.ndarray]:
@@ -72,16 +101,19 @@ def row_counts(row, seed: int = 0) -> list[np.ndarray]:
 
 
 def _rows(df: pd.DataFrame, hw, profile, counts: np.ndarray) -> layer.LayerRows:
+    """Layer rows of the measured GPU. Its permute and finalize move only the rows of its own
+    experts (``counts.sum()`` of the ``T k`` copies): ``top_k`` is set to that share per token."""
     from moesim.predict import _phase_tables
 
     n = len(df)
+    local_k = counts.sum(axis=1) / np.maximum(df.num_tokens.to_numpy(float), 1.0)
     dt = [lookup(d) for d in df.moe_dtype]
     act = np.array(["bf16"] * n, dtype=object)
     gated = ~df.kernel_source.str.contains("|".join(NON_GATED)).to_numpy()
     f = lambda c: df[c].to_numpy(dtype=float)  # noqa: E731
     return layer.LayerRows(
         tokens=f("num_tokens"), hidden=f("hidden_size"), expert_ffn=f("inter_size") / f("moe_tp_size"),
-        shared_ffn=np.zeros(n), matrices=np.where(gated, 3.0, 2.0), top_k=f("topk"),
+        shared_ffn=np.zeros(n), matrices=np.where(gated, 3.0, 2.0), top_k=local_k,
         experts=f("num_experts"), weight_bytes_per_param=np.array([d.weight_bytes for d in dt]),
         act_bytes=np.array([d.act_bytes for d in dt]), dispatch_bytes_per_copy=np.zeros(n),
         combine_bytes_per_copy=np.zeros(n),
@@ -89,6 +121,8 @@ def _rows(df: pd.DataFrame, hw, profile, counts: np.ndarray) -> layer.LayerRows:
         peak_router_flops_per_s=np.full(n, profile.peak_flops_per_s("bf16")),
         gemm_dtype=np.array([d.key for d in dt], dtype=object), act_dtype=act,
         gemm_curve=profile.efficiency.gemm, grouped_curve=profile.efficiency.grouped_gemm,
+        expert_fixed_s=None if profile.efficiency.grouped_gemm is None else np.array(
+            [profile.efficiency.grouped_gemm.fixed(d.key) for d in dt]),
         **_phase_tables(profile, act))
 
 
