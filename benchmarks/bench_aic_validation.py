@@ -118,6 +118,20 @@ def report_html(rows: pd.DataFrame, title: str, table_md: str) -> str:
             + "".join(parts) + "</body></html>")
 
 
+ROW_COLUMNS = ["shape_kind", "kernel_source", "moe_dtype", "num_tokens", "hidden_size", "inter_size",
+               "topk", "num_experts", "moe_tp_size", "moe_ep_size", "distribution", "token_bin",
+               "expert_width", "measured_s", "predicted_s", "topk_s", "permute_s", "experts_s",
+               "finalize_s", "ratio"]
+
+
+def trim_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The committed per-row table: identifying columns and times to 4 significant digits."""
+    out = rows[ROW_COLUMNS].copy()
+    for col in ROW_COLUMNS[13:]:
+        out[col] = out[col].map(lambda v: float(f"{v:.4g}"))
+    return out
+
+
 def write_bands(profile_name: str, summary: dict, results: Path) -> None:
     """Put the validation residuals (error bands) into the calibrated profile's fit_quality:
     per dtype the p10 / median / p90 of predicted / measured on the validation shapes."""
@@ -199,7 +213,7 @@ def main(argv=None) -> int:
                       argv if argv is not None else sys.argv[1:]),
                   "moesim_commit": _git_commit(), "python": platform.python_version(),
                   "date": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}
-    rows.to_csv(out / "rows.csv", index=False)
+    trim_rows(rows).to_csv(out / "rows.csv", index=False)
     doc = {"provenance": provenance, "summary": summary, "cross_system": cross,
            "targets": [dict(zip(("target", "goal", "moesim", "met"), c)) for c in checks]}
     (out / "summary.json").write_text(json.dumps(doc, indent=1, default=str))
