@@ -173,12 +173,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cross-from", help="also predict these rows with SYSTEM's profile "
                                          "(same backend), e.g. h100_sxm")
+    ap.add_argument("--profile", help="predict with this profile instead of the calibrated "
+                                      "<base>-<backend> (e.g. the datasheet h200-sxm); its "
+                                      "fit_quality is left alone")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     from moesim.calibration.aic import reader
     from moesim.config import load_profile
 
-    name = f"{BASES[args.system]}-{args.backend}"
+    name = args.profile or f"{BASES[args.system]}-{args.backend}"
     rows, ref, total = load_rows(args.system, args.backend, args.per_stratum, args.seed)
     rows = predict(rows, name)
     summary = summarise(rows)
@@ -198,7 +201,8 @@ def main(argv=None) -> int:
             lines.append(f"  {dt:<18} {st}")
     table_md = "\n".join(lines)
     print(table_md)
-    out = args.out or ROOT / "results" / f"validation-aic-{args.system}-{args.backend}"
+    suffix = f"-profile-{args.profile}" if args.profile else ""
+    out = args.out or ROOT / "results" / f"validation-aic-{args.system}-{args.backend}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     provenance = {"validation_set": ("development (model changes were chosen after viewing "
                                       "trtllm validation tables)"
@@ -220,7 +224,8 @@ def main(argv=None) -> int:
     (out / "summary.md").write_text(table_md + "\n")
     (out / "report.html").write_text(report_html(rows, f"moesim vs AIConfigurator moe_perf: "
                                                        f"{args.system} {args.backend}", table_md))
-    write_bands(name, summary, out)
+    if not args.profile:
+        write_bands(name, summary, out)
     return 0
 
 
