@@ -185,6 +185,9 @@ def _layer_rows(sub: dict, hw) -> layer.LayerRows:
         peak_gemm_flops_per_s=_map(hw.peak_flops_per_s, gemm_dtype),
         peak_router_flops_per_s=_map(hw.peak_flops_per_s, act_dtype),
         gemm_dtype=gemm_dtype, act_dtype=act_dtype, gemm_curve=hw.efficiency.gemm,
+        grouped_curve=hw.efficiency.grouped_gemm,
+        expert_fixed_s=None if hw.efficiency.grouped_gemm is None else _map(
+            hw.efficiency.grouped_gemm.fixed, gemm_dtype),
         **_phase_tables(hw, act_dtype))
 
 

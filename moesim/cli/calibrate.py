@@ -62,10 +62,47 @@ def register(sub) -> None:
                    help="rank count whose all-to-all fit goes into the profile (default: the "
                         "smallest measured; all are kept in fit_quality)")
     p.add_argument("--name", help="profile name (default: the --out file name)")
+    p.add_argument("--from-aic", metavar="SYSTEM", dest="from_aic",
+                   help="fit from AIConfigurator's measured tables for SYSTEM (e.g. h200_sxm; "
+                        "needs pip install 'moesim[aic]') instead of measuring")
+    p.add_argument("--backend", choices=["trtllm", "vllm", "sglang"],
+                   help="with --from-aic: the engine whose kernels the profile describes")
+    p.add_argument("--version", help="with --from-aic: moe_perf engine version (default: the "
+                                     "largest table)")
     p.set_defaults(func=run)
 
 
+def run_aic(args: argparse.Namespace) -> int:
+    from moesim.calibration.aic.write import calibrate_from_aic
+    from moesim.config import ConfigError
+
+    if not args.backend or not args.base:
+        print("moesim: error: --from-aic needs --backend and --base", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        profile, doc = calibrate_from_aic(args.from_aic, args.backend, args.base, args.out,
+                                          args.version, args.name,
+                                          "moesim " + shlex.join(sys.argv[1:]))
+    except ConfigError as exc:
+        print(f"moesim: error: {exc}", file=sys.stderr)
+        return 1
+    q = doc["fit_quality"]
+    lines = [f"wrote {profile.name} (base {args.base}) in {time.perf_counter() - started:.0f} s",
+             f"  launch floor {profile.compute.launch_overhead_s * 1e6:.2f} us"]
+    for key, gq in q["gemm"].items():
+        lines.append(f"  gemm {key:<10} in-sample {gq['in_sample']['mape_pct']:.1f}% "
+                     f"left-out {gq['holdout'].get('mape_pct', float('nan')):.1f}% MAPE "
+                     f"({gq['holdout']['rows']} rows)")
+    for key, aq in q["alltoall"].items():
+        lines.append(f"  {key:<24} left-out {aq['holdout'].get('mape_pct', float('nan')):.1f}% MAPE")
+    print("\n".join(lines))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.from_aic:
+        return run_aic(args)
     from moesim.calibration.session import Request
     from moesim.calibration.session import run as calibrate_run
     from moesim.harness.alltoall import HarnessError

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from moesim.core import gemm, phases
-from moesim.core.phases import _col, dense_load, ffn_gemms, shared_cores  # noqa: F401 (re-exported)
+from moesim.core.phases import (_col, dense_gemm, dense_load, ffn_gemms,  # noqa: F401 (re-exported)
+                                 shared_cores)
 
 PHASES = ("router", "permute", "dispatch", "experts", "shared_experts", "combine", "unpermute")
 COMPUTE_PHASES = ("router", "permute", "experts", "shared_experts", "unpermute")
@@ -74,23 +75,38 @@ class LayerRows:
     gemm_curve: object  # the profile's efficiency.gemm (an ``Efficiency``)
     phase_kernels: dict  # phase -> kernels launched ``[rows]`` (router, permute, unpermute, activation)
     phase_mem_eff: dict  # phase -> memory-bandwidth efficiency of its streaming ``[rows]``
+    grouped_curve: object = None  # the profile's efficiency.grouped_gemm (fused-kernel factor)
+    expert_fixed_s: np.ndarray | None = None  # fused kernel's fixed time per call ``[rows]``
 
-    def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray) -> np.ndarray:
+    def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray, n=None, k=None,
+             curve=None) -> np.ndarray:
+        """Curve lookup per dtype; ``n``/``k`` (``[rows]``) reach shape-aware (grid) curves."""
+        curve = self.gemm_curve if curve is None else curve
         first = dtypes[0]
         if (dtypes == first).all():
-            return self.gemm_curve.at(m_mean, first)
+            return curve.at(m_mean, first, n=_col_or_none(n), k=_col_or_none(k))
         out = np.empty_like(m_mean)
         for dtype in set(dtypes):
             mask = dtypes == dtype
-            out[mask] = self.gemm_curve.at(m_mean[mask], dtype)
+            pick = lambda v: None if v is None else _col(np.broadcast_to(v, mask.shape)[mask])  # noqa: E731
+            out[mask] = curve.at(m_mean[mask], dtype, n=pick(n), k=pick(k))
         return out
 
-    def gemm_eff(self, m_mean: np.ndarray) -> np.ndarray:
-        """GEMM efficiency at tokens per hit expert ``[rows, D]`` for each row's compute dtype."""
-        return self._eff(self.gemm_dtype, m_mean)
+    def expert_eff(self, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+        """Routed-expert GEMM efficiency: the GEMM's times the fused grouped kernel's factor
+        at tokens per hit expert (``efficiency.grouped_gemm``; 1 when the profile has none)."""
+        eff = self.gemm_eff(m_mean, n, k)
+        if self.grouped_curve is None:
+            return eff
+        return np.minimum(eff * self._eff(self.gemm_dtype, m_mean, curve=self.grouped_curve), 1.0)
 
-    def router_eff(self, m_mean: np.ndarray) -> np.ndarray:
-        return self._eff(self.act_dtype, m_mean)
+    def gemm_eff(self, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+        """GEMM efficiency at tokens per hit expert ``[rows, D]`` for each row's compute dtype
+        (and GEMM width ``n`` / depth ``k`` per row for shape-aware profiles)."""
+        return self._eff(self.gemm_dtype, m_mean, n, k)
+
+    def router_eff(self, m_mean: np.ndarray, n=None, k=None) -> np.ndarray:
+        return self._eff(self.act_dtype, m_mean, n, k)
 
     def subset(self, mask: np.ndarray, token_scale: float = 1.0) -> "LayerRows":
         """The rows where ``mask`` holds, with tokens scaled (two-batch uses 0.5)."""
@@ -102,6 +118,10 @@ class LayerRows:
             arrays[name] = {k: v[mask] for k, v in getattr(self, name).items()}
         arrays["tokens"] = arrays["tokens"] * token_scale
         return replace(self, **arrays)
+
+
+def _col_or_none(x):
+    return None if x is None else _col(x) if np.ndim(x) else float(x)
 
 
 def phase_costs(hw: DeviceParams, rows: LayerRows, slot_device: np.ndarray, num_devices: int,

@@ -37,16 +37,37 @@ def dense_load(tokens, tile_m: int) -> gemm.DeviceLoad:
     return gemm.DeviceLoad(np.ceil(counts / tile_m - 1e-9), counts, (counts > 0).astype(float))
 
 
+def shaped(eff, n_dim, k_dim):
+    """``eff(m)`` for one GEMM of width ``n_dim`` and depth ``k_dim`` from ``eff(m, n, k)``."""
+    return lambda m: eff(m, n_dim, k_dim)
+
+
 def ffn_gemms(load: gemm.DeviceLoad, hidden, ffn, matrices, weight_bytes_per_param, act_bytes,
-              **kw) -> tuple[gemm.GemmCost, gemm.GemmCost]:
+              shape_eff=None, **kw) -> tuple[gemm.GemmCost, gemm.GemmCost]:
     """An expert FFN's two GEMMs over ``load``: gate/up ``[M, hidden] x [hidden, (m-1) ffn]``
-    and down ``[M, ffn] x [ffn, hidden]`` (``kw``: ``gemm.grouped_gemm``'s device keywords)."""
+    and down ``[M, ffn] x [ffn, hidden]`` (``kw``: ``gemm.grouped_gemm``'s device keywords;
+    ``shape_eff(m, n, k)``, when given, is the efficiency of each GEMM at its own shape)."""
     up_n = (matrices - 1) * ffn
+    up_kw = down_kw = kw
+    if shape_eff is not None:
+        up_kw = {**kw, "eff_gemm": shaped(shape_eff, up_n, hidden)}
+        down_kw = {**kw, "eff_gemm": shaped(shape_eff, hidden, ffn)}
     up = gemm.grouped_gemm(load, hidden, up_n, hidden * up_n * weight_bytes_per_param,
-                           (hidden + up_n) * act_bytes, **kw)
+                           (hidden + up_n) * act_bytes, **up_kw)
     down = gemm.grouped_gemm(load, ffn, hidden, hidden * ffn * weight_bytes_per_param,
-                             (ffn + hidden) * act_bytes, **kw)
+                             (ffn + hidden) * act_bytes, **down_kw)
     return up, down
+
+
+def dense_gemm(hw: "DeviceParams", tokens, k_dim, n_dim, weight_bytes, act_bytes, peak,
+               eff) -> gemm.GemmCost:
+    """A dense GEMM ``[tokens, k_dim] x [k_dim, n_dim]`` on every device (router, projections):
+    one 'slot' holding all tokens, through ``gemm.grouped_gemm``; ``eff(m)`` its efficiency."""
+    return gemm.grouped_gemm(
+        dense_load(tokens, hw.tile_m), k_dim, n_dim, weight_bytes, act_bytes,
+        peak_flops_per_s=peak, units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n, eff_gemm=eff,
+        mem_bytes_per_s=hw.mem_bytes_per_s, eff_mem=hw.mem_eff,
+        launch_overhead_s=hw.launch_overhead_s, split_k_min_k=hw.split_k_min_k)
 
 
 @dataclass(frozen=True)
@@ -69,20 +90,15 @@ def gemm_keywords(hw: "DeviceParams", rows: "LayerRows") -> dict:
     return dict(units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n,
                 mem_bytes_per_s=hw.mem_bytes_per_s, eff_mem=hw.mem_eff,
                 launch_overhead_s=hw.launch_overhead_s, grouped=hw.grouped_gemm,
-                peak_flops_per_s=rows.peak_gemm_flops_per_s, eff_gemm=rows.gemm_eff,
+                peak_flops_per_s=rows.peak_gemm_flops_per_s, shape_eff=rows.gemm_eff,
                 split_k_min_k=hw.split_k_min_k)
 
 
 def router(hw: "DeviceParams", rows: "LayerRows", stream: Streamer):
     """(router seconds ``[rows, 1]``, the router GEMM's cost, score/top-k bytes ``[rows, 1]``)."""
     t, h, a, experts = rows.tokens, rows.hidden, rows.act_bytes, rows.experts
-    load = dense_load(t, hw.tile_m)
-    logits = gemm.grouped_gemm(
-        load, h, experts, h * experts * a, (h + experts) * a,
-        peak_flops_per_s=rows.peak_router_flops_per_s, units=hw.units, tile_m=hw.tile_m,
-        tile_n=hw.tile_n, eff_gemm=rows.router_eff, mem_bytes_per_s=hw.mem_bytes_per_s,
-        eff_mem=hw.mem_eff, launch_overhead_s=hw.launch_overhead_s,
-        split_k_min_k=hw.split_k_min_k)
+    logits = dense_gemm(hw, t, h, experts, h * experts * a, (h + experts) * a,
+                        rows.peak_router_flops_per_s, shaped(rows.router_eff, experts, h))
     score_bytes = _col(t * experts * 4.0 * 2 + t * rows.top_k * 8.0)
     # the router GEMM is one of the router's kernels; score + top-k are the others
     score_s = stream(score_bytes, "router", _col(rows.phase_kernels["router"] - 1.0))
@@ -102,12 +118,14 @@ def routed_experts(hw: "DeviceParams", rows: "LayerRows", load: gemm.DeviceLoad,
     """(experts seconds ``[rows, D]``, up GEMM, down GEMM, activation seconds, activation bytes)."""
     f, m, a = rows.expert_ffn, rows.matrices, rows.act_bytes
     up, down = ffn_gemms(load, rows.hidden, f, m, rows.weight_bytes_per_param, a,
-                         **gemm_keywords(hw, rows))
+                         **{**gemm_keywords(hw, rows), "shape_eff": rows.expert_eff})
     act_kernels = _col(rows.phase_kernels["activation"])
     act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
     act_bytes = load.tokens * _col(((m - 1) * f + f) * a)
     act_s = stream(act_bytes, "activation", np.where(load.tokens > 0, act_launch, 0.0))
-    experts_s = shared_cores(up.time_s + down.time_s + act_s, hw.idle_peer_speedup)
+    # a fused MoE kernel's fixed time per call (calibrated profiles; 0 otherwise)
+    fixed = 0.0 if rows.expert_fixed_s is None else _col(rows.expert_fixed_s) * (load.tokens > 0)
+    experts_s = shared_cores(up.time_s + down.time_s + act_s + fixed, hw.idle_peer_speedup)
     return experts_s, up, down, act_s, act_bytes
 
 
