@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 #: Public name -> module that defines it.
 _PUBLIC = {"ConfigError": "moesim.config.errors", "MoEModel": "moesim.config.model",
            "load_model": "moesim.config.model", "load_profile": "moesim.config.hardware",
-           "predict": "moesim.predict", "predict_many": "moesim.predict"}
+           "predict": "moesim.predict", "predict_many": "moesim.serving",
+           "predict_model": "moesim.serving", "serving_curve": "moesim.serving"}
 __all__ = sorted(_PUBLIC) + ["__version__"]
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _PUBLIC)
 

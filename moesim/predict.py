@@ -103,7 +103,8 @@ def predict_many(df: pd.DataFrame) -> pd.DataFrame:
     """Evaluate every row (a config) of ``df``; returns ``df`` plus the output columns.
 
     Columns: ``model`` (preset name/path; 'custom' or absent with all model fields given),
-    ``hardware``, ``tokens``; optionally any model field and run field.
+    ``hardware``, ``tokens``; optionally any model field and run field. Whole-model rows
+    (``scope: model``) go through ``moesim.predict_many`` (:func:`moesim.serving.predict_many`).
     """
     df = df.reset_index(drop=True).copy()
     _check_columns(df)

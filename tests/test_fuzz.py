@@ -43,4 +43,10 @@ def test_fuzz_slice_has_no_finding():
     results = [run_one(mutant(seed, files), timeout_s=20) for seed in range(16)]
     findings = [r for r in results if r["outcome"] != "clean"]
     assert not findings, findings
-    assert any(r["note"] == "ran" for r in results)  # some mutants are valid and predicted
+
+
+def test_harness_reports_a_valid_file_as_ran():
+    """The slice above may be all clean errors; the harness must still tell a run from an error."""
+    text = (HEAD + "model: mixtral-8x7b\ntokens: 16\n").encode()
+    result = run_one(Mutant(0, "scenario", "valid", text, ()), timeout_s=20)
+    assert result["outcome"] == "clean" and result["note"] == "ran", result

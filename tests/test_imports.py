@@ -29,7 +29,9 @@ LAYERS = [
     ["inputs", "input_checks", "fileio", "format"],  # spec files -> arrays; column checks; atomic writes; text
     ["result"],                       # prediction outputs
     ["montecarlo"],                   # Monte Carlo over the arrays predict hands it
-    ["predict"],                      # predict / predict_many
+    ["predict"],                      # predict / predict_many (one MoE layer)
+    ["wholemodel"],                   # whole-model step: attention, dense, MoE layers, memory
+    ["serving"],                      # whole-model API, serving curve, predict_many by scope
     ["placement_search", "offload", "measure"],
     ["harness.microbench"],           # microbenchmarks of primitives and of measure's layers
     ["calibration", "reports"],

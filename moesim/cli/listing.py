@@ -27,15 +27,22 @@ def list_profiles(args) -> int:
 
 
 def list_models(args) -> int:
+    """One line per preset; total and active parameters computed from the architecture fields
+    (``moesim.core.params``; active counts the input embedding)."""
     from moesim.config import available_models, load_model
 
-    print(f"{'model':<20}{'hidden':>7}{'ffn':>7}{'experts':>8}{'top_k':>6}{'shared':>7}"
-          f"{'groups':>7}{'layers':>8}{'dtype':>6}{'MoE params':>12}")
+    print(f"{'model':<18}{'hidden':>7}{'ffn':>7}{'experts':>8}{'top_k':>6}{'shared':>7}"
+          f"{'groups':>7}{'layers':>8}{'attn':>5}{'vocab':>8}{'dtype':>6}{'total':>9}"
+          f"{'active':>9}")
+    from moesim.wholemodel import param_counts
+
     for name in available_models():
         m = load_model(name)
         groups = f"{m.topk_groups}/{m.num_groups}" if m.num_groups > 1 else "-"
-        params = m.moe_layer_params() * m.moe_layers / 1e9
-        print(f"{name:<20}{m.hidden:>7}{m.expert_ffn:>7}{m.experts:>8}{m.top_k:>6}"
+        counts = param_counts(m) if m.vocab and m.heads else None
+        total, active = (f"{counts[0] / 1e9:.1f}B", f"{counts[1] / 1e9:.1f}B") if counts \
+            else ("?", "?")
+        print(f"{name:<18}{m.hidden:>7}{m.expert_ffn:>7}{m.experts:>8}{m.top_k:>6}"
               f"{m.shared_experts:>7}{groups:>7}{m.moe_layers:>5}+{m.dense_layers:<2}"
-              f"{m.weight_dtype:>6}{params:>11.1f}B")
+              f"{m.attention_kind or '?':>5}{m.vocab:>8}{m.weight_dtype:>6}{total:>9}{active:>9}")
     return 0

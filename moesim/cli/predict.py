@@ -11,7 +11,8 @@ def _routing(text: str) -> str:
     return text
 
 
-def add_config_args(p: argparse.ArgumentParser, *, multi_hardware: bool = False) -> None:
+def add_config_args(p: argparse.ArgumentParser, *, multi_hardware: bool = False,
+                    tokens_required: bool = True) -> None:
     """Arguments shared by predict and compare: model, hardware and overrides."""
     p.add_argument("--model", "-m", required=True, help="preset name, model YAML or config.json")
     if multi_hardware:
@@ -19,7 +20,8 @@ def add_config_args(p: argparse.ArgumentParser, *, multi_hardware: bool = False)
                        help="comma-separated profile names or paths")
     else:
         p.add_argument("--hardware", "-H", required=True, help="profile name or YAML path")
-    p.add_argument("--tokens", "-t", type=int, required=True, help="tokens per device entering the layer")
+    p.add_argument("--tokens", "-t", type=int, required=tokens_required,
+                   help="tokens per device entering the layer")
     p.add_argument("--ep", type=int, default=1, help="expert-parallel size (devices)")
     p.add_argument("--experts", type=int, help="override routed experts")
     p.add_argument("--top-k", type=int, dest="top_k", help="override top-k")
@@ -51,8 +53,12 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="predict one MoE layer's time and its breakdown")
-    add_config_args(p)
+    from moesim.cli.predict_model import add_model_args
+
+    p = sub.add_parser("predict", help="predict one MoE layer's time (or, with --scope model, "
+                                       "a whole model's TTFT/TPOT) and its breakdown")
+    add_config_args(p, tokens_required=False)
+    add_model_args(p)
     p.add_argument("--mode", default="expected", choices=["expected", "montecarlo"])
     p.add_argument("--samples", type=int, default=200, help="Monte Carlo samples")
     p.add_argument("--json", action="store_true", help="print a JSON object")
@@ -62,6 +68,14 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from moesim import predict
 
+    if args.scope == "model":
+        from moesim.cli.predict_model import run_model
+
+        return run_model(args)
+    if args.tokens is None:
+        from moesim.config import ConfigError
+
+        raise ConfigError("--tokens is required for --scope layer", field="tokens")
     result = predict(args.model, args.hardware, args.tokens, mode=args.mode,
                      samples=args.samples, **overrides_from(args))
     print(result.to_json() if args.json else result)

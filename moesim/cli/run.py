@@ -20,7 +20,10 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from moesim.scenarios import load_scenario, run_scenario
+    from moesim.scenarios.model_scope import is_model_scenario
 
+    if is_model_scenario(args.scenario):  # whole-model scenario (scope: model)
+        return _run_model_scope(args)
     scenario = load_scenario(args.scenario)
     if args.check:
         axes = ", ".join(" x ".join(a.fields) + f" ({len(a.values)})" for a in scenario.axes)
@@ -33,4 +36,17 @@ def run(args: argparse.Namespace) -> int:
     names = ", ".join(path.name for path in result.files.values())
     total = sum(result.timings_s.values())
     print(f"wrote {result.out_dir}/ ({len(result.table):,} rows): {names} in {total:.1f} s")
+    return 0
+
+
+def _run_model_scope(args: argparse.Namespace) -> int:
+    from moesim.scenarios import model_scope
+
+    if args.check:
+        sc, table, _ = model_scope.load(args.scenario)
+        print(f"{args.scenario}: ok: {len(table):,} rows (scope model, {sc.model})")
+        return 0
+    command = f"moesim run {shlex.quote(args.scenario)}"
+    out = model_scope.run(args.scenario, args.out, command)
+    print(f"wrote {out}/: results.csv, scenario.yaml, metadata.json, report.html")
     return 0

@@ -34,6 +34,7 @@ from typing import Any
 
 from moesim.config.errors import ConfigError, unknown
 from moesim.config.files import load_json_file
+from moesim.config.hf_arch import arch_fields
 from moesim.config.model import MoEModel, validate_model
 
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -276,6 +277,7 @@ def model_from_hf_config(path: str | Path) -> MoEModel:
     c = _Json(_read_json(path), str(path))
     model_type = _model_type(c)
     fields = _READERS[model_type](c, model_type)
+    fields.update(arch_fields(c, model_type, fields))
     name = str(c.get("_name_or_path", "")).strip().rstrip("/") or path.stem
     fields.update(_dtypes(c, model_type), name=name, source=str(path),
                   description=f"read from Hugging Face config.json (model_type {model_type})")

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moesim.config import dtypes
+from moesim.config.arch import ARCH_FIELDS, ArchFields
+from moesim.config.dtypes import DTYPE_BYTES
 from moesim.config.errors import ConfigError, unknown
 from moesim.config.limits import bounded, not_bool
 from moesim.config.yamlio import load_yaml, pydantic_error
@@ -17,13 +19,13 @@ PRESET_DIR = Path(__file__).resolve().parents[1] / "presets" / "models"
 MODEL_FIELDS = ("hidden", "expert_ffn", "experts", "top_k", "shared_experts", "shared_expert_ffn",
                 "gated", "router", "num_groups", "topk_groups", "moe_layers", "dense_layers",
                 "weight_dtype", "compute_dtype", "activation_dtype", "dispatch_dtype",
-                "combine_dtype")
+                "combine_dtype") + ARCH_FIELDS
 #: Integer size fields, bounded by :data:`moesim.config.limits.FIELD_LIMITS`.
 SIZE_FIELDS = ("hidden", "expert_ffn", "experts", "top_k", "shared_experts", "shared_expert_ffn",
                "num_groups", "topk_groups", "moe_layers", "dense_layers")
 
 
-class MoEModel(BaseModel):
+class MoEModel(ArchFields):
     """One MoE layer's shape and the model's layer counts.
 
     ``expert_ffn`` is the intermediate size of one routed expert; a gated (SwiGLU) expert has
@@ -99,6 +101,7 @@ class MoEModel(BaseModel):
                              f"({self.topk_groups} x {per_group})")
         if self.shared_experts and not self.shared_expert_ffn:
             raise ValueError("shared_experts > 0 needs shared_expert_ffn > 0")
+        self._check_arch()
         return self
 
     @property

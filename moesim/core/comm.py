@@ -50,3 +50,25 @@ def alltoall(volumes: dict[str, np.ndarray], bytes_per_copy, *, up_bytes_per_s: 
     time_s = np.maximum(intra_s, inter_s) + np.where(moved, launch_overhead_s, 0.0)
     return CommCost(time_s, intra_s, inter_s, intra_bytes, inter_bytes,
                     send_intra + send_inter, recv_intra + recv_inter)
+
+
+def allreduce(nbytes, group, domain_size, *, up_bytes_per_s: float, up_eff: float,
+              up_latency_s: float, out_bytes_per_s: float, out_eff: float,
+              out_latency_s: float, launch_overhead_s: float) -> np.ndarray:
+    """Ring all-reduce of ``nbytes`` per device over ``group`` devices ``[rows]``.
+
+    Reduce-scatter then all-gather: ``2 (g - 1)`` steps, each moving ``nbytes / g`` per device:
+
+        time_s = launch + 2 (g - 1) (alpha + nbytes / g / (bw eff))
+
+    over NVLink/xGMI when the group fits in one scale-up domain, else over the network (the
+    ring's slowest hop). A reduce-scatter + all-gather pair (sequence parallel) costs the same.
+    Source: Patarasuk and Yuan, Bandwidth optimal all-reduce algorithms, JPDC 2009.
+    """
+    nbytes, group = np.asarray(nbytes, float), np.asarray(group, float)
+    intra = group <= domain_size
+    bw = np.where(intra, up_bytes_per_s * up_eff, out_bytes_per_s * out_eff)
+    alpha = np.where(intra, up_latency_s, out_latency_s)
+    steps = 2.0 * (group - 1.0)
+    time_s = steps * (alpha + nbytes / np.maximum(group, 1.0) / bw) + launch_overhead_s
+    return np.where(group > 1, time_s, 0.0)

@@ -1,0 +1,247 @@
+"""Whole-model check on the CPU: tiny random-initialised ``transformers`` MoE models.
+
+Builds Qwen3-MoE, Mixtral and DeepSeek-V3 architectures from config objects with small
+dimensions (nothing is downloaded), times prefill (a batch of prompts, fresh KV cache) and
+decode steps (one token per sequence after a cache of ``context`` tokens; the cache is cropped
+back after each step) with ``moesim.harness.timing.bench``, and predicts the same steps with
+``moesim.wholemodel`` (``engine='eager'``, the calibrated 1-thread CPU profile). Prints the
+per-config table, MAPE per phase and per architecture, and writes ``--out``.
+
+Run under the exclusive lock:  flock -x /tmp/moesim-cpu.lock python benchmarks/wholemodel_cpu.py
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PROFILE = "hardware_profiles/calibrated/cpu-epyc-zen4-1t.yaml"
+VOCAB = 2048
+#: Three disjoint sets of shapes: calibration (overheads), development (the first validation
+#: table, looked at before the per-expert overhead was added) and held-out (measured after).
+SETS = {"calibration": (192, [(8, 2, 192)]), "development": (256, [(8, 2, 256), (32, 4, 128)]),
+        "held-out": (384, [(16, 2, 192), (16, 3, 384)])}
+
+
+def arch_configs(which: str = "held-out") -> list[dict]:
+    """(name, transformers config kwargs, moesim model fields) for each tiny model."""
+    hidden, shapes = SETS[which]
+    common = dict(vocab_size=VOCAB, hidden_size=hidden, max_position_embeddings=4096,
+                  tie_word_embeddings=False)
+    out = []
+    for experts, top_k, ffn in shapes:
+        out.append(("qwen3_moe", dict(common, num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, head_dim=64, num_experts=experts,
+                                      num_experts_per_tok=top_k, moe_intermediate_size=ffn,
+                                      intermediate_size=512, decoder_sparse_step=1),
+                    dict(experts=experts, top_k=top_k, expert_ffn=ffn, moe_layers=2, heads=4,
+                         kv_heads=2, head_dim=64, hidden=hidden)))
+        out.append(("mixtral", dict(common, num_hidden_layers=2, num_attention_heads=8,
+                                    num_key_value_heads=2, num_local_experts=experts,
+                                    num_experts_per_tok=top_k, intermediate_size=ffn),
+                    dict(experts=experts, top_k=top_k, expert_ffn=ffn, moe_layers=2, heads=8,
+                         kv_heads=2, hidden=hidden)))
+        out.append(("deepseek_v3", dict(common, num_hidden_layers=3, num_attention_heads=4,
+                                        num_key_value_heads=4, q_lora_rank=64, kv_lora_rank=64,
+                                        qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=32,
+                                        n_routed_experts=experts, num_experts_per_tok=top_k,
+                                        moe_intermediate_size=ffn, n_shared_experts=1,
+                                        intermediate_size=512, first_k_dense_replace=1,
+                                        n_group=1, topk_group=1, rope_scaling=None),
+                    dict(experts=experts, top_k=top_k, expert_ffn=ffn, moe_layers=2,
+                         dense_layers=1, dense_ffn=512, shared_experts=1, shared_expert_ffn=ffn,
+                         heads=4, kv_heads=4, head_dim=32, q_lora_rank=64, kv_lora_rank=64,
+                         qk_rope_head_dim=16, v_head_dim=32, router="sigmoid", hidden=hidden)))
+    return out
+
+
+CASES = [("prefill", b, L, 0) for b, L in [(1, 32), (1, 128), (4, 64), (4, 128)]] + \
+        [("decode", b, 1, c) for b, c in [(1, 128), (8, 128), (8, 512), (32, 256)]]
+
+
+def build(kind: str, kwargs: dict):
+    import torch
+    import transformers as tf
+
+    cls = {"qwen3_moe": (tf.Qwen3MoeConfig, tf.Qwen3MoeForCausalLM),
+           "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM),
+           "deepseek_v3": (tf.DeepseekV3Config, tf.DeepseekV3ForCausalLM)}[kind]
+    torch.manual_seed(0)
+    return cls[1](cls[0](**kwargs)).eval()
+
+
+def measure_case(model, phase: str, batch: int, new: int, context: int, budget_s: float) -> dict:
+    import torch
+    from transformers import DynamicCache
+
+    from moesim.harness.timing import BenchConfig, bench
+
+    cfg = BenchConfig(warmup=2, repeats=15, min_repeats=5, budget_s=budget_s, retries=1)
+    gen = torch.Generator().manual_seed(1)
+    ids = [torch.randint(0, VOCAB, (batch, new if phase == "prefill" else context), generator=gen)
+           for _ in range(2)]
+    with torch.inference_mode():
+        if phase == "prefill":
+            stats = bench(lambda x: model(input_ids=x, cache=DynamicCache(
+                config=model.config), use_cache=True), ids, cfg)
+        else:
+            cache = DynamicCache(config=model.config)
+            model(input_ids=ids[0], cache=cache, use_cache=True)
+            step = [torch.randint(0, VOCAB, (batch, 1), generator=gen) for _ in range(2)]
+
+            def decode(x):
+                model(input_ids=x, cache=cache, use_cache=True)
+                cache.crop(-1)
+            stats = bench(decode, step, cfg)
+    return {"measured_s": stats.median_s, "iqr_s": stats.q3_s - stats.q1_s, "n": stats.n}
+
+
+def calibrate(out: Path, budget_s: float) -> str:
+    """Overheads of eager ``transformers`` on this CPU, fitted on the calibration set only
+    (tiny models of their own shapes: 1 and 3 MoE layers, decode at batch 1 and 16, prefill
+    of 32 tokens). Eager ``transformers`` loops over the experts a batch hits, one kernel per
+    linear, so the profile sets ``grouped_gemm: false``; then, beyond that profile's
+    prediction, ``measured - predicted = a + b layers + c moe_layers experts_hit`` (``b`` per
+    attention family). ``b`` / launch_overhead_s is added to the attention block's kernels
+    (``attention`` for GQA, ``attention_mla``), ``a`` to the LM head's (per step) and ``c`` to
+    the per-hit-expert ``activation`` kernels (the loop's gather, scatter and routing ops)."""
+    from moesim.config import load_profile
+
+    launch = load_profile(PROFILE).compute.launch_overhead_s
+    rows = []
+    for kind, kwargs, fields in arch_configs("calibration"):
+        dense = fields.get("dense_layers", 0)
+        for layers, (phase, batch, new, ctx) in itertools.product(
+                (1, 3), [("decode", 1, 1, 64), ("decode", 16, 1, 64), ("prefill", 1, 32, 0)]):
+            model = build(kind, dict(kwargs, num_hidden_layers=layers + dense))
+            meas = measure_case(model, phase, batch, new, ctx, budget_s)
+            rows.append({"arch": kind, "layers": layers + dense, "phase": phase, "batch": batch,
+                         "new": new, "context": ctx, "fields": dict(fields, moe_layers=layers),
+                         **meas})
+    path = _write_profile(out, {}, launch, "grouped_gemm only")
+    pred = predict_rows(rows, path)
+    resid = np.array([r["measured_s"] for r in rows]) - pred["step_time_s"].to_numpy()
+    layers = np.array([r["layers"] for r in rows], float)
+    mla = np.array([r["arch"] == "deepseek_v3" for r in rows])
+    hits = pred["moe_experts_hit"].to_numpy() * [r["fields"]["moe_layers"] for r in rows]
+    design = np.stack([np.ones_like(layers), layers * ~mla, layers * mla, hits], axis=1)
+    (step_s, gqa_s, mla_s, hit_s), *_ = np.linalg.lstsq(design, resid, rcond=None)
+    note = (f"eager transformers overheads fitted on {len(rows)} calibration steps: per step "
+            f"{step_s * 1e3:.3f} ms, per GQA layer {gqa_s * 1e3:.3f} ms, per MLA layer "
+            f"{mla_s * 1e3:.3f} ms, per hit expert {hit_s * 1e3:.3f} ms beyond the base profile")
+    extra = {"attention": gqa_s, "attention_mla": mla_s, "lm_head": step_s, "activation": hit_s}
+    print(note)
+    pd.DataFrame([{k: v for k, v in r.items() if k != "fields"} for r in rows]).to_csv(
+        out / "calibration.csv", index=False, float_format="%.6g")
+    return _write_profile(out, extra, launch, note)
+
+
+def _write_profile(out: Path, extra_s: dict, launch: float, note: str) -> str:
+    """The calibrated profile plus ``grouped_gemm: false`` and ``extra_s`` / launch kernels."""
+    import os
+
+    from moesim.config import load_profile
+    from moesim.wholemodel import ENGINE_KERNELS
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "cpu-epyc-zen4-1t-transformers.yaml"
+    phases = load_profile(PROFILE).efficiency.phases  # an efficiency is replaced whole: keep it
+    eager = dict(ENGINE_KERNELS["eager"], activation=phases.kernels.get("activation/fp32", 1.0))
+    kernels = {**phases.kernels, **{f"{k}/fp32": float(round(
+        eager[k.replace("_mla", "")] + v / launch, 1)) for k, v in extra_s.items()}}
+    mem_eff = "".join(f"      {k}: {v}\n" for k, v in phases.memory_efficiency.items())
+    base = os.path.relpath(Path(PROFILE).resolve(), out.resolve())
+    path.write_text(
+        "# Written by benchmarks/wholemodel_cpu.py (calibration set only, see its doc).\n"
+        f"name: cpu-epyc-zen4-1t-transformers\nkind: calibrated\nbase: {base}\n"
+        "description: cpu-epyc-zen4-1t running eager transformers (per-expert loop, per-layer "
+        "and per-step overheads)\ncompute:\n  grouped_gemm: false\nefficiency:\n  phases:\n"
+        "    basis: measured\n    kernels:\n"
+        + "".join(f"      {k}: {v}\n" for k, v in kernels.items())
+        + "    memory_efficiency:\n" + mem_eff
+        + f"    note: '{note}; other entries copied from {PROFILE}'\n")
+    return str(path)
+
+
+def predict_rows(rows: list[dict], profile: str) -> pd.DataFrame:
+    from moesim.wholemodel import predict_model_many
+
+    frame = pd.DataFrame([{**r["fields"], "model": "custom", "hardware": profile,
+                           "vocab": VOCAB, "weight_dtype": "fp32", "activation_dtype": "fp32",
+                           "dispatch_dtype": "fp32", "combine_dtype": "fp32", "engine": "eager",
+                           "phase": r["phase"], "batch": r["batch"], "prompt_len": r["new"],
+                           "context": r["context"]} for r in rows])
+    return predict_model_many(frame)
+
+
+def _provenance(args) -> dict:
+    import torch
+    import transformers
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+            "profile": PROFILE, "commit": commit.strip(),
+            "command": "flock -x /tmp/moesim-cpu.lock python benchmarks/wholemodel_cpu.py "
+                       + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/wholemodel-cpu")
+    parser.add_argument("--budget-s", type=float, default=0.5, dest="budget_s")
+    parser.add_argument("--set", default="held-out", choices=["development", "held-out"])
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # the profile was calibrated with 1 torch thread
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    profile = calibrate(out, args.budget_s)
+    rows = []
+    for (kind, kwargs, fields), case in itertools.product(arch_configs(args.set), CASES):
+        phase, batch, new, context = case
+        model = build(kind, kwargs)
+        meas = measure_case(model, phase, batch, new, context, args.budget_s)
+        rows.append({"set": args.set, "arch": kind, "experts": fields["experts"], "top_k": fields["top_k"],
+                     "phase": phase, "batch": batch, "new": new, "context": context,
+                     "fields": fields, **meas})
+        print(f"{kind:12s} E{fields['experts']:<3d} k{fields['top_k']} {phase:7s} b{batch:<3d} "
+              f"new {new:<4d} ctx {context:<4d} {meas['measured_s'] * 1e3:8.2f} ms", flush=True)
+    pred = predict_rows(rows, profile)
+    base = predict_rows(rows, PROFILE)
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "fields"} for r in rows])
+    table["predicted_s"] = pred["step_time_s"].to_numpy()
+    for k in ("attention", "moe", "dense_ffn", "norms", "embed", "lm_head"):
+        table[f"pred_{k}_s"] = pred[f"{k}_s"].to_numpy()
+    table["error"] = table["predicted_s"] / table["measured_s"] - 1.0
+    table["error_base_profile"] = base["step_time_s"].to_numpy() / table["measured_s"] - 1.0
+    write(table, _provenance(args), out)
+
+
+def write(table: pd.DataFrame, prov: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    ape = table["error"].abs()
+    summary = {"configs": len(table), "mape": float(ape.mean()),
+               "mape_by_phase": ape.groupby(table["phase"]).mean().to_dict(),
+               "mape_by_arch": ape.groupby(table["arch"]).mean().to_dict(),
+               "median_signed_error": float(table["error"].median()),
+               "mape_base_profile_no_overhead_fit": float(table["error_base_profile"].abs().mean()),
+               "provenance": prov}
+    table.to_csv(out / "measurements.csv", index=False, float_format="%.6g")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(table[["arch", "experts", "top_k", "phase", "batch", "new", "context", "measured_s",
+                 "predicted_s", "error"]].to_string(index=False))
+    print(json.dumps({k: v for k, v in summary.items() if k != "provenance"}))
+
+
+if __name__ == "__main__":
+    main()
