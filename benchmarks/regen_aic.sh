@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Refit every AIConfigurator-calibrated GPU profile and re-run its held-out validation with
+# today's model (run after any change to moesim/core, moesim/calibration/aic or the datasheet
+# profiles). CPU only; ~15-20 min on 2 cores. Needs `pip install -e '.[aic]'`.
+#   bash benchmarks/regen_aic.sh            # all systems x backends
+#   bash benchmarks/regen_aic.sh h200_sxm   # one system
+set -euo pipefail
+cd "$(dirname "$0")/.."
+declare -A BASE=([h100_sxm]=h100-sxm [h200_sxm]=h200-sxm [b200_sxm]=b200)
+SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm}")
+for sys in ${SYSTEMS[@]}; do
+  for be in trtllm vllm sglang; do
+    moesim calibrate --from-aic "$sys" --backend "$be" --base "${BASE[$sys]}" \
+      --out "hardware_profiles/calibrated/${BASE[$sys]}-$be.yaml"
+  done
+done
+for sys in ${SYSTEMS[@]}; do
+  for be in trtllm vllm sglang; do
+    cross=(); [[ $sys == h200_sxm ]] && cross=(--cross-from h100_sxm)
+    python benchmarks/bench_aic_validation.py --system "$sys" --backend "$be" --per-stratum 30 "${cross[@]}"
+  done
+done
+# datasheet profiles (no calibration) on the same rows, for the README's comparison
+for pair in h100_sxm:trtllm b200_sxm:trtllm h200_sxm:trtllm h200_sxm:vllm h200_sxm:sglang; do
+  sys=${pair%%:*}; be=${pair##*:}
+  python benchmarks/bench_aic_validation.py --system "$sys" --backend "$be" --per-stratum 30 \
+    --profile "${BASE[$sys]}"
+done
