@@ -175,3 +175,21 @@ def test_fused_kernel_fixed_cost_and_factor_reach_the_experts_phase(tmp_path):
     assert slow.breakdown_s[e] == pytest.approx(plain.breakdown_s[e] + 1e-3)
     assert half.breakdown_s[e] > 1.5 * plain.breakdown_s[e]  # compute-bound at 4096 tokens
     assert half.breakdown_s["shared_experts"] == plain.breakdown_s["shared_experts"]
+
+
+def test_moe_perf_row_prediction_composes_the_timed_region():
+    """One synthetic ``moe_perf`` row per case through the same path as the validation bench:
+    the four phases are positive and sum to the total; doubling the tokens of a
+    compute-bound row roughly doubles the expert time; ep 2 halves the local work."""
+    rows = pd.DataFrame({
+        "num_tokens": [4096, 8192, 8192], "hidden_size": [4096] * 3, "inter_size": [14336] * 3,
+        "topk": [2] * 3, "num_experts": [8] * 3, "moe_tp_size": [1] * 3,
+        "moe_ep_size": [1, 1, 2], "moe_dtype": ["bfloat16"] * 3,
+        "distribution": ["balanced"] * 3, "kernel_source": ["moe_torch_flow"] * 3})
+    out = moe.predict_rows(rows, load_profile("h100-sxm"))
+    phases = out[["topk_s", "permute_s", "experts_s", "finalize_s"]]
+    assert (phases.to_numpy() > 0).all()
+    assert out.predicted_s.to_numpy() == pytest.approx(phases.sum(axis=1).to_numpy())
+    e = out.experts_s.to_numpy()
+    assert 1.7 < e[1] / e[0] < 2.1
+    assert 0.4 < e[2] / e[1] < 0.6

@@ -28,6 +28,7 @@ import pandas as pd
 
 from moesim.calibration.aic.dtypes import lookup
 from moesim.core import layer
+from moesim.core.phases import shaped
 
 POWER_LAW_DRAWS = 4
 #: kernel sources whose activation is not gated (Relu2, Nemotron-3): two matrices, not three
@@ -158,6 +159,6 @@ def _phase_split(df, hw, profile, counts: np.ndarray) -> np.ndarray:
     h, a = rows.hidden, rows.act_bytes
     gemm_s = layer.dense_gemm(hw, rows.tokens, h, rows.experts, h * rows.experts * a,
                           (h + rows.experts) * a, rows.peak_router_flops_per_s,
-                          layer._shaped(rows.router_eff, rows.experts, h)).time_s
+                          shaped(rows.router_eff, rows.experts, h)).time_s
     topk = ph["router"] - gemm_s  # the logits are given: no router GEMM
     return np.hstack([topk, ph["permute"], ph["experts"], ph["unpermute"]])
