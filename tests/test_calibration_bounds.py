@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moesim.calibration import machine, stream_fit
+from moesim.calibration import stream_fit
+from moesim.harness import machine
 from moesim.calibration.calibrate import Options, calibrate
 from moesim.calibration.fit import fit_alpha_beta
 from moesim.config import load_profile

@@ -11,13 +11,14 @@ import functools
 import numpy as np
 import pandas as pd
 import pytest
+
+from moesim.harness.machine import mismatches
 from scipy import stats
 
 from moesim import predict_many
 from moesim.config import ConfigError, load_profile
 from moesim.core.routing import inclusion_probs
 from moesim.harness.device import (
-    cpu_model_warning,
     measuring_device,
     plan_for,
     profile_device_type,
@@ -78,11 +79,16 @@ def test_a_device_other_than_the_profiles_is_refused():
 
 
 def test_cpu_model_of_the_profile_is_checked():
-    facts = {"cpu-a": {"device_type": "cpu", "cpu_model": "AMD EPYC 7B13"},
-             "cpu-b": {"device_type": "cpu", "cpu_model": "Intel Xeon"}, "cpu": {}}
-    warning = cpu_model_warning(facts, "Intel Xeon")
-    assert "'cpu-a' (calibrated on 'AMD EPYC 7B13')" in warning and "cpu-b" not in warning
-    assert cpu_model_warning({"cpu-b": facts["cpu-b"]}, "Intel Xeon") is None
+    """measure warns through the one machine check (harness.machine.mismatches), with the facts a
+    derived profile inherits from its base."""
+    class Profile:
+        name, provenance = "cpu-a", {}
+    zen4 = {"device_type": "cpu", "cpu_model": "AMD EPYC 7B13", "cpu_family_model": "25/17"}
+    xeon = {"device_type": "cpu", "cpu_model": "Intel Xeon", "cpu_family_model": "6/143"}
+    lines = mismatches(Profile(), xeon, recorded=zen4)
+    assert len(lines) == 2 and "'AMD EPYC 7B13'" in lines[0] and "'Intel Xeon'" in lines[0]
+    assert mismatches(Profile(), zen4, recorded=zen4) == []
+    assert mismatches(Profile(), xeon, recorded={}) == []  # a datasheet profile: nothing to compare
 
 
 def test_settings_key_keeps_cpu_keys_and_separates_gpu_measurements():

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from moesim.calibration import comm_fit, ffn_fit, gemm_fit, machine, stream_fit
+from moesim.calibration import comm_fit, ffn_fit, gemm_fit, stream_fit
+from moesim.harness import machine
 from moesim.calibration.fit import error_summary
 from moesim.config import ConfigError, HardwareProfile
 from moesim.harness.records import Measurements

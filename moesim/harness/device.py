@@ -259,14 +259,3 @@ def measuring_device(requested: str | None, profile_types: dict[str, str]) -> st
                           field="--device")
     return requested
 
-
-def cpu_model_warning(profile_facts: dict[str, dict], here: str) -> str | None:
-    """A warning naming the profiles calibrated on another CPU model than ``here``."""
-    other = {n: f.get("cpu_model") for n, f in profile_facts.items()
-             if f.get("cpu_model") and f.get("device_type", "cpu") == "cpu"
-             and f["cpu_model"] != here}
-    if not other:
-        return None
-    return ("profile(s) " + ", ".join(f"'{n}' (calibrated on '{m}')" for n, m in other.items()) +
-            f" were calibrated on another CPU than this one ('{here}'): calibrate this machine "
-            "first (moesim calibrate --device cpu) or the predictions compare two machines")

@@ -167,7 +167,7 @@ def resolve_device(settings: MeasureSettings,
     from dataclasses import replace
 
     from moesim.config import load_profile
-    from moesim.harness import device
+    from moesim.harness import device, machine
 
     profiles = {name: load_profile(name) for name in dict.fromkeys(hardware)}
     kinds = {name: device.profile_device_type(p) for name, p in profiles.items()}
@@ -180,5 +180,7 @@ def resolve_device(settings: MeasureSettings,
         if l2 and settings.cache_bytes == DEFAULT_CACHE_BYTES:  # 2x the GPU's last level
             settings = replace(settings, cache_bytes=2 * int(l2))
         return replace(settings, device=chosen), None
-    facts = {name: device.profile_device_facts(p) for name, p in profiles.items()}
-    return replace(settings, device=chosen), device.cpu_model_warning(facts, device.cpu_model())
+    here = {"device_type": "cpu", **device.cpu_facts()}
+    lines = [line for p in profiles.values() for line in machine.mismatches(
+        p, here, settings.threads, recorded=device.profile_device_facts(p))]
+    return replace(settings, device=chosen), "; ".join(lines) or None

@@ -48,11 +48,13 @@ def recorded_threads(profile) -> int | None:
     return int(value) if value else None
 
 
-def mismatches(profile, facts: dict, threads_per_rank: int | None = None) -> list[str]:
+def mismatches(profile, facts: dict, threads_per_rank: int | None = None,
+               recorded: dict | None = None) -> list[str]:
     """What differs between the machine a profile was calibrated on and this one (``facts``),
     and between its calibration threads and ``threads_per_rank``; [] when nothing does or the
-    profile recorded nothing (a datasheet profile)."""
-    mine = recorded_facts(profile)
+    profile recorded nothing (a datasheet profile). ``recorded``: the profile's facts when they
+    come from elsewhere (a derived profile inherits its base's, ``device.profile_device_facts``)."""
+    mine = recorded_facts(profile) if recorded is None else recorded
     if not mine or mine.get("device_type", "cpu") != "cpu" or facts.get("device_type") != "cpu":
         return []
     out = []
