@@ -21,10 +21,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moesim.config import ConfigError, load_profile
 from moesim.config.dtypes import bytes_per_element, compute_dtype, weight_bytes_per_param
+from moesim.config.limits import bounded, not_bool
 from moesim.config.yamlio import pydantic_error
 from moesim.core import footprint, layer, params, step
 
@@ -50,6 +51,10 @@ OUTPUT_COLUMNS = ("ttft_s", "tpot_s", "step_time_s", "tokens_per_s", "tokens_per
                   "moe_bottleneck", "moe_experts_hit", "total_params", "active_params")
 
 
+#: Integer run fields, bounded by :data:`moesim.config.limits.FIELD_LIMITS`.
+RUN_SIZE_FIELDS = ("batch", "prompt_len", "context", "tp", "dp_attn", "pp", "moe_tp")
+
+
 class ModelRun(BaseModel):
     """How a whole model is served; see the module docstring."""
 
@@ -66,6 +71,16 @@ class ModelRun(BaseModel):
     kv_dtype: str | None = Field(None, description="KV-cache dtype (default: activation dtype)")
     engine: Literal["fused", "eager"] = "fused"
     memory_utilization: float = Field(0.9, gt=0, le=1.0)
+
+    @field_validator(*RUN_SIZE_FIELDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value, info):
+        return not_bool(value, info.field_name)
+
+    @field_validator(*RUN_SIZE_FIELDS)
+    @classmethod
+    def _bounded(cls, value: int, info) -> int:
+        return bounded(value, info.field_name)
 
 
 def validate_model_run(data: dict) -> ModelRun:

@@ -156,6 +156,9 @@ def test_malformed_placement_json(tmp_path):
     ({"experts": 1_000_000_000}, "experts"), ({"hidden": 1 << 40}, "hidden"),
     ({"expert_ffn": 1 << 40}, "expert_ffn"), ({"top_k": 100_000}, "top_k"),
     ({"moe_layers": 1 << 40}, "moe_layers"), ({"shared_experts": 1 << 40}, "shared_experts"),
+    ({"vocab": 1 << 40}, "vocab"), ({"heads": 1 << 20}, "heads"),
+    ({"kv_lora_rank": 1 << 40}, "kv_lora_rank"), ({"sliding_window": 1 << 40}, "sliding_window"),
+    ({"dense_ffn": 1 << 40}, "dense_ffn"),
 ])
 def test_model_sizes_are_bounded(override, field):
     with pytest.raises(ConfigError, match="limit") as info:
@@ -171,6 +174,19 @@ def test_run_sizes_are_bounded(override):
     kw = {"tokens": 16, **override}
     with pytest.raises(ConfigError):
         predict("mixtral-8x7b", "h100-sxm", **kw)
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"context": 10 ** 18}, "context"), ({"prompt_len": 10 ** 15}, "prompt_len"),
+    ({"batch": 1 << 40}, "batch"), ({"pp": 1 << 20}, "pp"), ({"batch": True}, "batch"),
+])
+def test_whole_model_run_sizes_are_bounded(override, field):
+    from moesim import predict_many
+
+    row = {"scope": "model", "model": "mixtral-8x7b", "hardware": "h100-sxm", **override}
+    with pytest.raises(ConfigError) as info:
+        predict_many(pd.DataFrame([row]))
+    assert info.value.field == field
 
 
 def test_seed_minus_one_with_zipf_is_clean():

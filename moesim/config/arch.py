@@ -19,8 +19,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from moesim.config.limits import bounded, not_bool
+
+#: Integer architecture fields, bounded by :data:`moesim.config.limits.FIELD_LIMITS`.
+ARCH_SIZE_FIELDS = ("vocab", "heads", "kv_heads", "head_dim", "q_lora_rank", "kv_lora_rank",
+                    "qk_rope_head_dim", "v_head_dim", "sliding_window", "window_layers",
+                    "dense_ffn", "cross_attention_layers")
 ARCH_FIELDS = ("vocab", "heads", "kv_heads", "head_dim", "q_lora_rank", "kv_lora_rank",
                "qk_rope_head_dim", "v_head_dim", "sliding_window", "window_kind",
                "window_layers", "dense_ffn", "dense_gated", "tie_embeddings",
@@ -50,6 +56,16 @@ class ArchFields(BaseModel):
     tie_embeddings: bool = Field(False, description="LM head shares the input embedding")
     cross_attention_layers: int = Field(0, ge=0, description="decoder layers with encoder "
                                                              "cross-attention")
+
+    @field_validator(*ARCH_SIZE_FIELDS, mode="before")
+    @classmethod
+    def _arch_not_bool(cls, value, info):
+        return not_bool(value, info.field_name)
+
+    @field_validator(*ARCH_SIZE_FIELDS)
+    @classmethod
+    def _arch_bounded(cls, value: int, info) -> int:
+        return bounded(value, info.field_name)
 
     def _check_arch(self) -> None:
         """Cross-field rules; raises ValueError (turned into a ConfigError by the loader)."""

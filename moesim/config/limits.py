@@ -27,6 +27,20 @@ MAX_TOKENS = 1 << 26
 #: Expert-parallel devices. Largest real: DeepSeek-V3 decode on 320 GPUs (EP320); GB200 NVL72
 #: racks joined to a few thousand. One device per expert slot at most in any case.
 MAX_EP = 16_384
+#: Whole-model architecture. Vocabulary: largest real 262,144 (Gemma 3), 256,000 (Gemma 2),
+#: 202,048 (Llama 4); 16x headroom. Attention heads: 128 (DeepSeek-V3, Llama-3.1-405B);
+#: head dims: 128-256 (gpt-oss 64, Gemma 256); MLA latent ranks 512 / 1536 (DeepSeek-V3).
+MAX_VOCAB = 1 << 22
+MAX_HEADS = 4_096
+MAX_HEAD_DIM = 16_384
+#: Tokens in one sequence (prompt, KV cache, attention window): Llama 4 Scout's 10M context;
+#: the same 2^26 as MAX_TOKENS.
+MAX_SEQUENCE = MAX_TOKENS
+#: Sequences in flight over a deployment: vLLM/SGLang cap running requests at a few thousand
+#: per instance; 2^24 covers a thousand instances at 16k each.
+MAX_BATCH = 1 << 24
+#: Devices along one parallel dimension (TP, DP-attention, PP, expert TP): as MAX_EP.
+MAX_PARALLEL = MAX_EP
 #: Redundant expert slots of ``replicated:R`` (EPLB uses 32 for 256 experts): one per expert.
 MAX_REDUNDANT_SLOTS = MAX_EXPERTS
 #: Routing seed: numpy int64 columns carry it through predict_many.
@@ -83,6 +97,16 @@ FIELD_LIMITS = {
     "dense_layers": (MAX_LAYERS, "MAX_LAYERS"), "tokens": (MAX_TOKENS, "MAX_TOKENS"),
     "ep": (MAX_EP, "MAX_EP"), "seed": (MAX_SEED, "MAX_SEED"),
     "capacity_factor": (MAX_CAPACITY_FACTOR, "MAX_CAPACITY_FACTOR"),
+    "vocab": (MAX_VOCAB, "MAX_VOCAB"), "heads": (MAX_HEADS, "MAX_HEADS"),
+    "kv_heads": (MAX_HEADS, "MAX_HEADS"), "head_dim": (MAX_HEAD_DIM, "MAX_HEAD_DIM"),
+    "qk_rope_head_dim": (MAX_HEAD_DIM, "MAX_HEAD_DIM"), "v_head_dim": (MAX_HEAD_DIM, "MAX_HEAD_DIM"),
+    "q_lora_rank": (MAX_HIDDEN, "MAX_HIDDEN"), "kv_lora_rank": (MAX_HIDDEN, "MAX_HIDDEN"),
+    "sliding_window": (MAX_SEQUENCE, "MAX_SEQUENCE"), "window_layers": (MAX_LAYERS, "MAX_LAYERS"),
+    "cross_attention_layers": (MAX_LAYERS, "MAX_LAYERS"), "dense_ffn": (MAX_FFN, "MAX_FFN"),
+    "batch": (MAX_BATCH, "MAX_BATCH"), "prompt_len": (MAX_SEQUENCE, "MAX_SEQUENCE"),
+    "context": (MAX_SEQUENCE, "MAX_SEQUENCE"), "tp": (MAX_PARALLEL, "MAX_PARALLEL"),
+    "dp_attn": (MAX_PARALLEL, "MAX_PARALLEL"), "pp": (MAX_PARALLEL, "MAX_PARALLEL"),
+    "moe_tp": (MAX_PARALLEL, "MAX_PARALLEL"),
 }
 
 
