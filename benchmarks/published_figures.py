@@ -91,7 +91,8 @@ SETUPS: list[dict] = [
      "published": 14800.0, "model": "deepseek-v3", "hardware": ["h800-sxm"],
      "run": {"phase": "decode", "batch": 88 * 144, "context": 4989, "dp_attn": 144,
              "overlap": "two-batch", "placement": "replicated:32"},
-     "derived": "batch not stated: 88 sequences per GPU = 14,800 / 8 / 21 tokens/s per user",
+     "derived": "batch not stated: 88 sequences per GPU = 14,800 / 8 / 21 tokens/s per user, "
+                "so this row compares TPOT at that batch (1/21 s = 47.6 ms published)",
      "not_in_moesim": "a 24-hour production average (load varies, real routing imbalance, "
                       "requests arriving and leaving); MTP use is not stated (LMSYS compare it "
                       "with a simulated-MTP run); 5-stage decode pipeline"},
