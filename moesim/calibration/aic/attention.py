@@ -32,6 +32,14 @@ rows its ``total`` = ``proj`` (``core.attention.projection_gemms`` through
 ``attention_layer`` and are not added. The efficiency is built as in ``moesim.wholemodel``
 (``_eff_fn`` over ``efficiency.gemm`` at the attention dtype; dense GEMMs at the GEMM dtype;
 kernel counts from ``_kernels`` for a ``fused`` engine).
+
+Misses seen on the h200_sxm trtllm rows (``benchmarks/bench_aic_attention.py``; diagnosed, not
+fixed, nothing fitted): (1) the attention efficiency is the GEMM grid's M-only median, so
+compute-bound MLA decode (M = 128 heads, eff ~0.3) is predicted ~2x slow and fp8 FMHA (fp8
+grid median ~0.13) ~3x slow; (2) GQA decode with more than 32 query heads per KV head is
+predicted ~10x fast (the kernel re-reads the cache per group of query heads; moesim reads it
+once); (3) short context rows (< 50 us) are predicted ~2x fast: per-call fixed cost beyond
+three launches.
 """
 from __future__ import annotations
 
