@@ -26,6 +26,9 @@ TABLE_FAMILY = {
     "gemm_perf": "gemm", "moe_perf": "moe", "nccl_perf": "comm", "moe_a2a_perf": "comm",
     "wideep_deepep_normal_perf": "comm", "wideep_deepep_ll_perf": "comm",
     "custom_allreduce_perf": "comm",
+    "context_attention_perf": "attention", "generation_attention_perf": "attention",
+    "context_mla_perf": "mla", "generation_mla_perf": "mla", "mla_context_module_perf": "mla",
+    "mla_generation_module_perf": "mla",
 }
 
 
