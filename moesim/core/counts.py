@@ -78,32 +78,32 @@ class SlotCounts:
         distinct row: sweeps repeat the same batch size across many rows)."""
         cap = np.full(self.prob.shape, np.inf) if self.cap is None else self.cap
         n_full = np.broadcast_to(self.trials, self.prob.shape)
-        rows, row_of = _distinct_rows(n_full, self.prob, cap)
+        if _same_rows(self.prob) and _same_rows(cap):  # a batch-size sweep of one layout
+            rows, row_of = _distinct_rows(n_full[:, :1])
+        else:
+            rows, row_of = _distinct_rows(n_full, self.prob, cap)
         flat = [a[rows].reshape(-1, 1) for a in (n_full, self.prob, cap)]
         first, inverse = _distinct_rows(*flat)  # then once per distinct slot distribution
         tiles = _row_tiles(*(a[first, 0] for a in flat), tile_m)[inverse]
         return tiles.reshape(rows.size, -1)[row_of]
 
 
-def _distinct_rows(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of the first of each distinct row, distinct row of every row) over ``[rows, *]``.
+def _same_rows(a: np.ndarray) -> bool:
+    return bool((a == a[:1]).all())
 
-    Sorting numbers, not bytes: columns are compared as floats with ``np.lexsort`` (fast for
-    the few columns of slot distributions); rows of many columns that differ only in their
-    first column (a sweep over batch sizes of one model) sort by that column alone."""
+
+def _distinct_rows(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the first of each distinct row, distinct row of every row) over ``[rows, *]``;
+    a few columns are sorted as numbers (``np.lexsort``), many as row bytes."""
     stacked = np.ascontiguousarray(np.concatenate(arrays, axis=1))
     if stacked.shape[1] > 8:
-        if (stacked[:, 1:] == stacked[:1, 1:]).all():
-            stacked = stacked[:, :1]
-        else:
-            return _distinct_bytes(stacked)
+        return _distinct_bytes(stacked)
     order = np.lexsort(stacked.T[::-1])
     ordered = stacked[order]
     new = np.ones(len(order), dtype=bool)
     new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
-    group = np.cumsum(new) - 1
     inverse = np.empty(len(order), dtype=np.intp)
-    inverse[order] = group
+    inverse[order] = np.cumsum(new) - 1
     return order[new], inverse
 
 
