@@ -243,6 +243,27 @@ def _eff_fn(curve, dtypes: np.ndarray):
     return eff
 
 
+def _shape_eff_fn(curve, dtypes: np.ndarray):
+    """``eff(m, n, k)`` per row ``[rows]`` at each row's dtype: a grid profile reads the GEMM
+    shape (``config.shape_grid``), an M-only curve reads ``m`` alone."""
+    dtypes = np.asarray(dtypes, dtype=object)
+
+    def eff(m, n, k):
+        m, n, k = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (m, n, k)))
+        out = np.empty(m.shape)
+        for dt in pd.unique(dtypes):
+            mask = dtypes == dt
+            out[mask] = curve.at(m[mask], dt, n=n[mask], k=k[mask])
+        return out
+    return eff
+
+
+def exp_rate(hw, rows: int) -> np.ndarray:
+    """The profile's softmax exponentials per second ``[rows]`` (inf where it gives none)."""
+    rate = hw.compute.exp_per_s
+    return np.full(rows, np.inf if rate is None else float(rate))
+
+
 def _step_rows(hw, sub: dict, run: dict, lay: dict, moe: dict) -> step.StepRows:
     dims = params.head_dims(sub)
     dims.update(q_lora=_f(sub["q_lora_rank"]), kv_lora=_f(sub["kv_lora_rank"]))
@@ -271,7 +292,8 @@ def _step_rows(hw, sub: dict, run: dict, lay: dict, moe: dict) -> step.StepRows:
         peak_dense_flops_per_s=_per_value(hw.peak_flops_per_s, dense_dtype),
         peak_attn_flops_per_s=_per_value(hw.peak_flops_per_s, act),
         dense_eff=_eff_fn(hw.efficiency.gemm, dense_dtype),
-        attn_eff=_eff_fn(hw.efficiency.gemm, act), kernels=_kernels(hw, run["engine"], act, _f(sub["kv_lora_rank"]) > 0))
+        attn_eff=_shape_eff_fn(hw.efficiency.gemm, act), exp_per_s=exp_rate(hw, len(act)),
+        kernels=_kernels(hw, run["engine"], act, _f(sub["kv_lora_rank"]) > 0))
 
 
 def _memory(hw, r: step.StepRows, sub: dict, run: dict, lay: dict, moe) -> dict:

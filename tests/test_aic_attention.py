@@ -82,12 +82,54 @@ def test_context_row_is_compute_bound_flops_over_peak_eff():
     rows = attention.normalise(_raw("context_attention", batch_size=4, isl=8192))
     got = attention.predict_rows(rows, hw)
     L = 8192.0
-    flops = 4 * 2 * 8 * 256 * L * (L + 1) / 2
-    eff = hw.efficiency.gemm.at(np.array([L]), "bf16")[0]  # one query row per KV head (MHA)
+    keys = 33 * 128.0  # mean causal keys (L + 1) / 2 = 4096.5, padded to whole 128-key tiles
+    flops = 4 * 2 * 8 * 256 * L * keys  # query rows already whole 128-row tiles
+    # flash-equivalent GEMM: M = all query rows 4 x 8192 x 8 heads, N = d_qk + d_v, K = keys
+    eff = hw.efficiency.gemm.at(np.array([4 * L * 8]), "bf16", n=np.array([256.0]),
+                                k=np.array([keys]))[0]
+    exps = 4 * 8 * L * keys  # one per (query, key, head)
     launches = 3 * hw.compute.launch_overhead_s  # the fused engine's attention kernels
     assert got.bound.iloc[0] == "compute"
     assert got.predicted_s.iloc[0] == pytest.approx(
-        flops / (hw.peak_flops_per_s("bf16") * eff) + launches, rel=1e-6)
+        flops / (hw.peak_flops_per_s("bf16") * eff) + exps / 3.9e12 + launches, rel=1e-6)
+
+
+def test_flash_shape_and_tiles_by_hand():
+    dims = {"heads": np.array([32.0]), "kv_heads": np.array([8.0]), "nope": np.array([128.0]),
+            "rope": np.array([0.0]), "v": np.array([128.0]), "kv_lora": np.array([0.0])}
+    no = np.array([False])
+    # prefill of 300 tokens x 2 sequences, causal: mean keys 150.5
+    pairs = core_attn.attended_keys(np.array([300.0]), np.array([0.0]), np.array([0.0]), no)
+    m, n, k = core_attn.flash_shape(dims, no, no, 2.0, np.array([2.0]), np.array([300.0]), pairs)
+    assert (m[0], n[0], k[0]) == (2 * 300 * 16, 256.0, pytest.approx(150.5))
+    # 300 rows -> 3 tiles of 128 = 384; 150.5 keys -> 2 tiles = 256
+    assert core_attn.tiled_pairs(np.array([300.0]), pairs, no)[0] == 384 * 256
+    # decode: one query per sequence over 1000 cached keys, nothing padded
+    dec = np.array([True])
+    assert core_attn.tiled_pairs(np.array([1.0]), np.array([1001.0]), dec)[0] == 1001.0
+    assert core_attn.softmax_exps(dims, 2.0, np.array([3.0]), np.array([10.0]))[0] == 16 * 10 * 3
+
+
+def test_constant_grid_gives_the_constant_and_sees_the_flash_shape():
+    from moesim.calibration.aic.attention import step_rows
+    from moesim.core import step
+    from moesim.wholemodel import layer_params
+
+    hw = load_profile(PROFILE)
+    rows = attention.normalise(_raw("context_attention", batch_size=2, isl=256, num_heads=16,
+                                    num_key_value_heads=4, head_dim=64))
+    seen = []
+    r = step_rows(rows, hw)
+    const = lambda m, n, k: seen.append((m, n, k)) or np.full(np.shape(m), 0.25)  # noqa: E731
+    r = step.StepRows(**{**r.__dict__, "attn_eff": const, "exp_per_s": np.array([np.inf])})
+    out = step.attention_layer(layer_params(hw), r, r.window)
+    m, n, k = seen[0]
+    # K: the kernel's keys per query, 128.5 padded to two whole 128-key tiles
+    assert (m[0], n[0], k[0]) == (2 * 256 * 16, 128.0, 256.0)
+    flops = 2 * 2 * 16 * 128 * 256 * 256.0  # 128.5 mean keys -> two 128-key tiles
+    hwp = layer_params(hw)
+    assert out["core"][0] == pytest.approx(
+        flops / (hw.peak_flops_per_s("bf16") * 0.25) + 3 * hwp.launch_overhead_s, rel=1e-9)
 
 
 def test_mla_generation_runs_absorbed_over_the_latent():

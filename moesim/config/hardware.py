@@ -50,6 +50,9 @@ class Compute(_Frozen):
     split_k_min_k: int = Field(gt=0, description=(
         "split-K keeps at least this much of K per split (``core.gemm``): thin GEMMs with "
         "fewer output tiles than units split K up to K // split_k_min_k ways"))
+    exp_per_s: float | None = Field(None, gt=0, le=PEAK_FLOPS_RANGE[1], description=(
+        "exponentials per second of the special-function units (attention's softmax, "
+        "core.attention); unset: not charged"))
     idle_peer_speedup: float = Field(1.0, ge=1.0, description=(
         "ranks that share cores (a per-rank profile measured with all ranks busy): how much "
         "faster one rank computes while its peers wait; 1 for a dedicated device"))

@@ -14,11 +14,23 @@ below one per device, so GQA/MQA replicate KV heads when ``t > G``):
   ``(H/t)`` batched ``[M, r_kv] x [r_kv, d_v]``.
 
 The attention core over ``pairs`` (query, key) pairs per sequence does
-``2 (H/t)(d_qk + d_v) pairs`` FLOPs and reads the KV cache once (flash attention keeps the
-scores on chip): ``time = max(flops / (peak eff), bytes / (bw eff_mem)) + launches``. Its
-efficiency is the profile's GEMM curve at the query rows one KV head serves (``T H/G`` for
-GQA, ``T H/t`` for MLA decode: the heads share the latent), an assumption (attention kernels
-are tiled GEMM loops) until attention is calibrated.
+``2 (H/t)(d_qk + d_v) pairs`` FLOPs and ``(H/t) pairs`` softmax exponentials and reads the KV
+cache once (flash attention keeps the scores on chip)::
+
+    compute = flops / (peak eff(M, N, K)) + exps / exp_rate
+    time    = max(compute, bytes / (bw eff_mem)) + launches
+
+``eff`` is the profile's GEMM efficiency at the flash-equivalent GEMM (:func:`flash_shape`):
+all query rows on the device ``M = T H/t`` times a streamed ``[K, N]`` operand with ``K`` =
+keys per query and ``N = d_qk + d_v`` (K and V side by side). It has the core's FLOPs and its
+output tiles (query rows x head dims), and its reduction runs over the keys as the kernel's
+KV loop does (FlashAttention-2, Dao 2023, arXiv:2307.08691, Algorithm 1), so short key ranges
+pay the per-tile prologue/epilogue the GEMM grid measures at short K. Its operand is shared by
+all rows, so where the real cache read (one per sequence and KV head) dominates, the memory
+term does, not a memory-bound efficiency counted twice. The
+exponentials run on the special-function units, not the tensor cores, and FlashAttention-2's
+loop waits on them (FlashAttention-3, Shah et al. 2024, arXiv:2407.08608, sec. 3: H100 SXM5
+does 989 TFLOPS of FP16 matmul but only 3.9 TFLOPS of special functions), so their time adds.
 
 Keys per query with the causal mask (positions ``a = past + 1 .. b = past + new``):
 full ``sum i``; sliding window W ``sum min(i, W)``; chunked (Llama 4) ``sum ((i-1) mod W) + 1``.
@@ -102,3 +114,34 @@ def core_rows(dims: dict, mla, decode, tp, new) -> np.ndarray:
     heads = dims["heads"] / tp
     per_kv = np.where(mla & decode, heads, dims["heads"] / np.maximum(dims["kv_heads"], 1.0))
     return np.maximum(new * per_kv, 1.0)
+
+
+def flash_shape(dims: dict, mla, decode, tp, seqs, new, pairs) -> tuple:
+    """(M, N, K) of the GEMM with the attention core's FLOPs and tiles ``[rows]``: ``M`` =
+    every query row on the device ``seqs new H/t``, ``N = d_qk + d_v``, ``K = pairs / new``
+    (mean keys per query), so ``2 M N K`` = :func:`core_flops`."""
+    d_qk, d_v = core_dims(dims, mla, decode)
+    new = np.asarray(new, dtype=float)
+    keys = np.asarray(pairs, dtype=float) / np.maximum(new, 1.0)
+    return np.maximum(seqs * new * dims["heads"] / tp, 1.0), d_qk + d_v, np.maximum(keys, 1.0)
+
+
+#: FlashAttention-3's prefill tile, query rows x keys (Shah et al. 2024, arXiv:2407.08608,
+#: sec. 4: 128 x 128 blocks for head dims 64 and 128)
+FLASH_TILE = (128.0, 128.0)
+
+
+def tiled_pairs(new, pairs, decode) -> np.ndarray:
+    """(query, key) pairs per sequence and head a prefill kernel computes ``[rows]``: query
+    rows padded to whole ``FLASH_TILE`` rows and each row's mean keys to whole key tiles,
+    ``ceil(new/Bq) Bq ceil(pairs/(new Bk)) Bk``; decode rows are not padded (``pairs``)."""
+    bq, bk = FLASH_TILE
+    new, pairs = np.asarray(new, dtype=float), np.asarray(pairs, dtype=float)
+    keys = pairs / np.maximum(new, 1.0)
+    padded = np.ceil(new / bq) * bq * np.ceil(keys / bk - 1e-9) * bk
+    return np.where(decode, pairs, np.maximum(padded, pairs))
+
+
+def softmax_exps(dims: dict, tp, seqs, pairs) -> np.ndarray:
+    """Exponentials of the online softmax: one per (query, key, head), ``(H/t) pairs seqs``."""
+    return dims["heads"] / tp * np.asarray(pairs, dtype=float) * seqs

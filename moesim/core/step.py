@@ -62,7 +62,8 @@ class StepRows:
     peak_dense_flops_per_s: np.ndarray
     peak_attn_flops_per_s: np.ndarray
     dense_eff: object  # tokens -> GEMM efficiency (dense dtype)
-    attn_eff: object  # query rows -> efficiency (activation dtype)
+    attn_eff: object  # (M, N, K) of core.attention.flash_shape -> efficiency (attention dtype)
+    exp_per_s: np.ndarray  # softmax exponentials per second (inf: not charged)
     kernels: dict  # block -> kernels per block [rows]: attention, norm, embed, lm_head
 
 
@@ -85,19 +86,25 @@ def _gemm(hw, r: StepRows, tokens, k, n, batch=1.0) -> np.ndarray:
 
 
 def attention_layer(hw, r: StepRows, window) -> dict[str, np.ndarray]:
-    """One attention block's time ``[rows]``: ``proj`` GEMMs, ``core`` and the total."""
+    """One attention block's time ``[rows]``: ``proj`` GEMMs, ``core`` and the total.
+
+    core = max(flops / (peak eff(flash_shape)) + exps / exp_per_s, bytes / (bw eff_mem))
+    + kernels x launch (``core.attention`` module doc: FlashAttention-2/-3)."""
     tokens = r.seqs * r.new
     proj = sum(_gemm(hw, r, tokens, k, n, b) for k, n, b in
                attention.projection_gemms(r.dims, r.hidden, r.tp, r.mla, r.decode))
-    pairs = attention.attended_keys(r.new, r.past, window, r.chunked)
+    pairs = attention.tiled_pairs(r.new, attention.attended_keys(r.new, r.past, window,
+                                                                 r.chunked), r.decode)
     flops = attention.core_flops(r.dims, r.mla, r.decode, r.tp, r.seqs, pairs)
     kv_elems = attention.kv_elements_per_token(r.dims, r.mla, r.tp)
     keys = attention.cached_tokens(r.past + r.new, window)
     kv_read = r.seqs * keys * kv_elems * r.kv_bytes
     d_qk, d_v = attention.core_dims(r.dims, r.mla, r.decode)
     qo = tokens * r.dims["heads"] / r.tp * (d_qk + d_v) * r.act_bytes
-    eff = r.attn_eff(attention.core_rows(r.dims, r.mla, r.decode, r.tp, r.new))
-    compute_s = flops / (r.peak_attn_flops_per_s * eff)
+    eff = r.attn_eff(*attention.flash_shape(r.dims, r.mla, r.decode, r.tp, r.seqs, r.new,
+                                            pairs))
+    exps = attention.softmax_exps(r.dims, r.tp, r.seqs, pairs)
+    compute_s = flops / (r.peak_attn_flops_per_s * eff) + exps / r.exp_per_s
     memory_s = (kv_read + qo + tokens * kv_elems * r.kv_bytes) / (hw.mem_bytes_per_s * hw.mem_eff)
     core = np.maximum(compute_s, memory_s) + r.kernels["attention"] * hw.launch_overhead_s
     return {"proj": proj, "core": core, "total": proj + core,
