@@ -22,7 +22,8 @@ def format_result(r) -> str:
     c = r.config
     lines = [f"{r.model} on {r.hardware}: tokens/device={c.get('tokens')} ep={c.get('ep')} "
              f"experts={c.get('experts')} top_k={c.get('top_k')} placement={c.get('placement')} "
-             f"routing={c.get('routing')} overlap={c.get('overlap')}",
+             f"routing={c.get('routing')} overlap={c.get('overlap')}"
+             + (f" a2a_impl={c['a2a_impl']}" if c.get("a2a_impl", "link") != "link" else ""),
              f"{'phase':<16}{'time':>12}{'share':>8}"]
     total = sum(r.breakdown_s.values()) or 1.0
     for phase, t in r.breakdown_s.items():

@@ -24,9 +24,10 @@ from moesim.result import OUTPUT_COLUMNS, PredictResult, assemble_outputs
 from moesim.traces.io import load_trace
 
 SIGNATURE = ["hardware", "experts", "top_k", "num_groups", "topk_groups", "ep", "placement",
-             "routing", "seed", "a2a_kernel", "capacity_factor", "drop_tokens"]
+             "routing", "seed", "a2a_kernel", "a2a_impl", "capacity_factor", "drop_tokens"]
 RUN_DEFAULTS = {"ep": 1, "placement": "contiguous", "routing": "uniform", "overlap": "none",
-                "a2a_kernel": "per-expert", "capacity_factor": 1.0, "drop_tokens": False, "seed": 0}
+                "a2a_kernel": "per-expert", "a2a_impl": "link", "capacity_factor": 1.0,
+                "drop_tokens": False, "seed": 0}
 INPUT_FIELDS = ("model", "hardware") + MODEL_FIELDS + RUN_FIELDS
 
 
@@ -40,7 +41,12 @@ def _placement(spec: str, experts: int, ep: int, routing_spec: str, top_k: int, 
     return build_placement(spec, experts, ep, _inclusion(routing_spec, experts, top_k, seed))
 
 
-def device_params(hw) -> layer.DeviceParams:
+def device_params(hw, a2a_impl: str = "link") -> layer.DeviceParams:
+    """Profile ``hw``'s numbers for the core; ``a2a_impl`` picks dispatch/combine's cost law
+    (:func:`moesim.a2a_impl.kernel_laws`)."""
+    from moesim.a2a_impl import kernel_laws
+
+    dispatch_kernel, combine_kernel = kernel_laws(hw, a2a_impl)
     eff = hw.efficiency
     return layer.DeviceParams(
         units=hw.compute.units, tile_m=hw.compute.gemm_tile_m, tile_n=hw.compute.gemm_tile_n,
@@ -50,7 +56,8 @@ def device_params(hw) -> layer.DeviceParams:
         up_eff=float(eff.scale_up_bandwidth.at(1.0)), up_latency_s=hw.scale_up.latency_s,
         out_bytes_per_s=hw.scale_out.bandwidth_bytes_per_s,
         out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s,
-        idle_peer_speedup=hw.compute.idle_peer_speedup, split_k_min_k=hw.compute.split_k_min_k)
+        idle_peer_speedup=hw.compute.idle_peer_speedup, split_k_min_k=hw.compute.split_k_min_k,
+        dispatch_kernel=dispatch_kernel, combine_kernel=combine_kernel)
 
 
 def _row_groups(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -233,6 +240,7 @@ def _evaluate_group(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None
     try:
         hw, q, place, copies = _group_setup(sig, q_given, place_given, profiles)
         rows = _layer_rows(sub, hw)
+        params = device_params(hw, sig["a2a_impl"])
     except ConfigError as exc:
         where = ", ".join(f"{k}={sig[k]}" for k in ("hardware", "experts", "ep", "placement"))
         raise ConfigError(f"{exc.message} [config: {where}]", field=exc.field, file=exc.file) from None
@@ -247,7 +255,7 @@ def _evaluate_group(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None
         if drop:
             counts, vol, drop_rate = loads.apply_capacity(
                 q, place, r.tokens, counts, vol, float(sig["capacity_factor"]), int(sig["top_k"]))
-        costs = layer.phase_costs(device_params(hw), r, place.slot_device, place.num_devices,
+        costs = layer.phase_costs(params, r, place.slot_device, place.num_devices,
                                   counts, hit, vol, sig["a2a_kernel"])
         costs["drop_rate"] = drop_rate
         return costs, imbalance
@@ -329,6 +337,6 @@ def _montecarlo(expected: PredictResult, frame: pd.DataFrame, samples: int, q, p
     spec = parse_routing(row["routing"]) if row["routing"] != "explicit" else None
     trace = load_trace(spec.path) if spec is not None and spec.kind == "trace" else None
     sub = {c: np.repeat(frame[c].to_numpy(dtype=object), samples) for c in frame.columns}
-    setup = MonteCarloSetup(hw, device_params(hw), q, place, copies, sub, _layer_rows(sub, hw),
-                            trace)
+    setup = MonteCarloSetup(hw, device_params(hw, row["a2a_impl"]), q, place, copies, sub,
+                            _layer_rows(sub, hw), trace)
     return montecarlo(expected, row, setup, samples)

@@ -40,7 +40,7 @@ ENGINE_KERNELS = {
 }
 MODEL_RUN_FIELDS = ("phase", "batch", "prompt_len", "context", "tp", "dp_attn", "pp", "moe_tp",
                     "kv_dtype", "engine", "memory_utilization")
-MOE_RUN_FIELDS = ("placement", "routing", "overlap", "a2a_kernel", "capacity_factor",
+MOE_RUN_FIELDS = ("placement", "routing", "overlap", "a2a_kernel", "a2a_impl", "capacity_factor",
                   "drop_tokens", "seed")
 OUTPUT_COLUMNS = ("ttft_s", "tpot_s", "step_time_s", "tokens_per_s", "tokens_per_s_per_device",
                   "tokens_per_s_per_node", "devices", "ep",
@@ -118,8 +118,8 @@ def predict_model_many(df: pd.DataFrame) -> pd.DataFrame:
     if "hardware" not in df.columns:
         raise ConfigError("missing required column 'hardware'", field="hardware")
     defaults = {**ModelRun().model_dump(), "placement": "contiguous", "routing": "uniform",
-                "overlap": "none", "a2a_kernel": "per-expert", "capacity_factor": 1.0,
-                "drop_tokens": False, "seed": 0}
+                "overlap": "none", "a2a_kernel": "per-expert", "a2a_impl": "link",
+                "capacity_factor": 1.0, "drop_tokens": False, "seed": 0}
     for key, value in defaults.items():
         if key not in df.columns:
             df[key] = value

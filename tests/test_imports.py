@@ -26,7 +26,8 @@ LAYERS = [
     ["config", "presets"],            # validated inputs (pydantic), errors, dtypes, spec grammar
     ["core"],                         # pure numpy cost model over validated configs
     ["traces", "harness"],            # trace files; timing/stats/device primitives
-    ["inputs", "input_checks", "fileio", "format"],  # spec files -> arrays; column checks; atomic writes; text
+    # spec files -> arrays; column checks; atomic writes; text; the run's all-to-all cost law
+    ["inputs", "input_checks", "fileio", "format", "a2a_impl"],
     ["result"],                       # prediction outputs
     ["montecarlo"],                   # Monte Carlo over the arrays predict hands it
     ["predict"],                      # predict / predict_many (one MoE layer)

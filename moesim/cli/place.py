@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--overlap", default="none", choices=["none", "shared", "two-batch"])
     p.add_argument("--a2a-kernel", dest="a2a_kernel", default="per-expert",
                    choices=["per-expert", "per-device", "hierarchical", "padded"])
+    p.add_argument("--a2a-impl", dest="a2a_impl", default="link",
+                   help="dispatch/combine cost law: link or a calibrated profile's kernel family")
     p.add_argument("--drift", type=float, default=0.3,
                    help="log-normal sigma of the routing drift applied to q (no trace)")
     p.add_argument("--drift-samples", type=int, default=3)
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from moesim.placement_search.files import read_placement, write_placement
 
     problem = make_problem(args.model, args.hardware, args.tokens, args.ep, args.redundant,
-                           overlap=args.overlap, a2a_kernel=args.a2a_kernel)
+                           overlap=args.overlap, a2a_kernel=args.a2a_kernel,
+                           a2a_impl=args.a2a_impl)
     model = problem.model
     names = BUILTIN if args.strategy == "all" else [s.strip() for s in args.strategy.split(",")]
     current = read_placement(args.current, model.experts)[0] if args.current else None
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
                 "speedup_vs_contiguous": float(best["speedup"]), "model": model.name,
                 "hardware": args.hardware, "ep": args.ep, "tokens": args.tokens,
                 "routing": args.routing if not args.trace else f"trace {args.trace}",
-                "a2a_kernel": args.a2a_kernel, "overlap": args.overlap,
+                "a2a_kernel": args.a2a_kernel, "a2a_impl": args.a2a_impl,
+                "overlap": args.overlap,
                 "moesim_version": __version__}
         path = write_placement(args.out, result.placements[key], meta)
         print(f"wrote {path} (use: moesim predict ... --ep {args.ep} --placement {path})")

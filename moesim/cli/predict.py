@@ -36,6 +36,9 @@ def add_config_args(p: argparse.ArgumentParser, *, multi_hardware: bool = False,
     p.add_argument("--overlap", default="none", choices=["none", "shared", "two-batch"])
     p.add_argument("--a2a-kernel", dest="a2a_kernel", default="per-expert",
                    choices=["per-expert", "all-to-all-v", "per-device", "hierarchical", "padded"])
+    p.add_argument("--a2a-impl", dest="a2a_impl", default="link",
+                   help="dispatch/combine cost law: link (the profile's links) or a kernel family "
+                        "of a calibrated profile (deepep_normal, deepep_ll, nccl)")
     p.add_argument("--capacity-factor", type=float, dest="capacity_factor",
                    help="expert capacity as a multiple of the mean load (padded buffers, dropping)")
     p.add_argument("--drop-tokens", action="store_true", default=None, dest="drop_tokens",
@@ -45,7 +48,7 @@ def add_config_args(p: argparse.ArgumentParser, *, multi_hardware: bool = False,
 
 OVERRIDE_KEYS = ("experts", "top_k", "expert_ffn", "weight_dtype", "compute_dtype",
                  "dispatch_dtype", "combine_dtype", "routing", "placement", "overlap",
-                 "a2a_kernel", "seed", "ep", "capacity_factor", "drop_tokens")
+                 "a2a_kernel", "a2a_impl", "seed", "ep", "capacity_factor", "drop_tokens")
 
 
 def overrides_from(args: argparse.Namespace) -> dict:

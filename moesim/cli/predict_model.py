@@ -24,7 +24,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 MODEL_KEYS = ("phase", "batch", "prompt_len", "context", "tp", "dp_attn", "pp", "moe_tp",
               "kv_dtype", "engine", "experts", "top_k", "expert_ffn", "weight_dtype",
               "compute_dtype", "dispatch_dtype", "combine_dtype", "routing", "placement",
-              "overlap", "a2a_kernel", "seed", "capacity_factor", "drop_tokens")
+              "overlap", "a2a_kernel", "a2a_impl", "seed", "capacity_factor", "drop_tokens")
 
 
 def run_model(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ from moesim.config.limits import (MAX_REDUNDANT_SLOTS, MAX_ROUTING_SPEC_CHARS, b
 from moesim.config.yamlio import pydantic_error
 
 #: Run fields users may set (YAML, Python overrides, sweeps).
-RUN_FIELDS = ("tokens", "ep", "placement", "routing", "overlap", "a2a_kernel", "capacity_factor",
-              "drop_tokens", "seed")
+RUN_FIELDS = ("tokens", "ep", "placement", "routing", "overlap", "a2a_kernel", "a2a_impl",
+              "capacity_factor", "drop_tokens", "seed")
 OVERLAP_CODES = {"none": 0, "shared": 1, "two-batch": 2}
 
 
@@ -28,6 +28,9 @@ class RunConfig(BaseModel):
     overlap: Literal["none", "shared", "two-batch"] = "none"
     a2a_kernel: Literal["per-expert", "all-to-all-v", "per-device", "hierarchical",
                         "padded"] = "per-expert"
+    # cost law of dispatch/combine: 'link' (the profile's links) or a family of the profile's
+    # alltoall_kernels (deepep_normal, deepep_ll, nccl ...); checked against the profile later
+    a2a_impl: str = Field("link", min_length=1, max_length=64)
     capacity_factor: float = Field(1.0, gt=0, allow_inf_nan=False)
     drop_tokens: bool = False  # drop assignments beyond expert capacity (else dropless)
     seed: int = Field(0, ge=0)

@@ -31,6 +31,21 @@ class CommCost:
     received_bytes: np.ndarray
 
 
+@dataclass(frozen=True)
+class KernelLaw:
+    """A fitted all-to-all kernel family's law for one direction (a profile's
+    ``alltoall_kernels['F/dispatch']``): ``t = latency_s + bytes / bandwidth_bytes_per_s`` over
+    the ``link`` class (``scale_up`` or ``scale_out``), the bandwidth an effective rate
+    (efficiency 1). ``fit_bytes_per_element``: the payload bytes per hidden element the fit
+    counted (2.0: DeepEP's fits count the bf16 payload whatever the wire dtype); ``None``: the
+    exchange's own bytes (NCCL's fit counts the message bytes)."""
+
+    link: str
+    latency_s: float
+    bandwidth_bytes_per_s: float
+    fit_bytes_per_element: float | None = None
+
+
 def alltoall(volumes: dict[str, np.ndarray], bytes_per_copy, *, up_bytes_per_s: float,
              up_eff: float, up_latency_s: float, out_bytes_per_s: float, out_eff: float,
              out_latency_s: float, launch_overhead_s: float, reverse: bool = False) -> CommCost:

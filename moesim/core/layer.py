@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moesim.core import gemm, phases
+from moesim.core import comm, gemm, phases
 from moesim.core.phases import (_col, dense_gemm, dense_load, ffn_gemms,  # noqa: F401 (re-exported)
                                  shared_cores)
 
@@ -51,6 +51,8 @@ class DeviceParams:
     out_latency_s: float
     idle_peer_speedup: float = 1.0
     split_k_min_k: int = 512
+    dispatch_kernel: comm.KernelLaw | None = None  # the run's a2a_impl (None: the links above)
+    combine_kernel: comm.KernelLaw | None = None
 
 
 @dataclass(frozen=True)

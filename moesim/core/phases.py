@@ -141,12 +141,41 @@ def shared_experts(hw: "DeviceParams", rows: "LayerRows", stream: Streamer):
 
 
 def exchanges(hw: "DeviceParams", rows: "LayerRows", volumes: dict[str, np.ndarray]):
-    """(dispatch, combine) all-to-all costs (``comm.alltoall``)."""
+    """(dispatch, combine) all-to-all costs (``comm.alltoall``) over the profile's links, or,
+    for a direction with a fitted kernel law (``hw.dispatch_kernel`` / ``hw.combine_kernel``,
+    the run's ``a2a_impl``), over that law on its link class (:func:`kernel_link`)."""
     link = dict(up_bytes_per_s=hw.up_bytes_per_s, up_eff=hw.up_eff, up_latency_s=hw.up_latency_s,
                 out_bytes_per_s=hw.out_bytes_per_s, out_eff=hw.out_eff,
                 out_latency_s=hw.out_latency_s, launch_overhead_s=hw.launch_overhead_s)
-    return (comm.alltoall(volumes, rows.dispatch_bytes_per_copy, **link),
-            comm.alltoall(volumes, rows.combine_bytes_per_copy, reverse=True, **link))
+    d_bytes, c_bytes = rows.dispatch_bytes_per_copy, rows.combine_bytes_per_copy
+    return (comm.alltoall(volumes, d_bytes,
+                          **kernel_link(link, hw.dispatch_kernel, d_bytes, rows.hidden)),
+            comm.alltoall(volumes, c_bytes, reverse=True,
+                          **kernel_link(link, hw.combine_kernel, c_bytes, rows.hidden)))
+
+
+def kernel_link(link: dict, law: "comm.KernelLaw | None", bytes_per_copy, hidden) -> dict:
+    """``comm.alltoall``'s link keywords with ``law`` (a fitted kernel family) on its class.
+
+    On ``law.link`` (``up`` or ``out``): latency = ``law.latency_s``, bandwidth =
+    ``law.bandwidth_bytes_per_s`` at efficiency (per row ``[rows, 1]``)
+
+        eff = bytes_per_copy / (law.fit_bytes_per_element * hidden)   (1 when None)
+
+    so the time is ``latency + copies * fit bytes per copy / bandwidth``: the law priced on the
+    bytes its fit counted (DeepEP fits: ``2 * hidden`` per token copy, the bf16 payload;
+    :mod:`moesim.calibration.aic.comm_fit`) while the reported bytes stay the exchange's own.
+    No launch overhead is added (the measured kernel time includes it); the other link class
+    keeps the profile's link. ``law=None``: ``link`` unchanged. Source: the fitted law of the
+    profile's ``alltoall_kernels`` (its ``note``); DeepEP, github.com/deepseek-ai/DeepEP README.
+    """
+    if law is None:
+        return link
+    side = {"scale_up": "up", "scale_out": "out"}[law.link]
+    eff = 1.0 if law.fit_bytes_per_element is None else _col(
+        np.asarray(bytes_per_copy, float) / (law.fit_bytes_per_element * np.asarray(hidden, float)))
+    return {**link, f"{side}_bytes_per_s": law.bandwidth_bytes_per_s, f"{side}_eff": eff,
+            f"{side}_latency_s": law.latency_s, "launch_overhead_s": 0.0}
 
 
 def alltoallv_extras(hw: "DeviceParams", rows: "LayerRows", dispatch, dev_tokens: np.ndarray,
