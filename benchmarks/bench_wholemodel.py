@@ -15,7 +15,7 @@ import timeit
 import numpy as np
 import pandas as pd
 
-from moesim.predict import predict_many
+from moesim.serving import predict_many  # dispatches scope: model rows to the whole-model path
 
 
 def build_sweep(rows: int, seed: int = 0) -> pd.DataFrame:
