@@ -28,8 +28,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 BASES = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm", "b200_sxm": "b200"}
 TOKEN_BINS = [0, 16, 256, 2048, np.inf]
-#: moesim's moe_perf model (fixed cost of the fused kernel, local-row permute, the collectors'
-#: power-law routing, 16-row tiles, weight-only grid transfer) was changed after looking at
+#: moesim's moe_perf model (fixed costs of the fused kernel per call and per held expert, fitted
+#: jointly with its factor; local-row permute, the collectors' power-law routing with loads
+#: clamped at T and round-robin over ranks, 16-row tiles, weight-only grid transfer) was
+#: changed after looking at
 #: these backends' validation tables: they are a development set. The other backends were
 #: first predicted after the last model change: the held-out set.
 DEVELOPMENT_BACKENDS = ("trtllm",)

@@ -18,19 +18,21 @@ def _terms(rows: int = 200, seed: int = 0) -> dict:
     return {"m_padded": col(m), "launch_s": col(np.full(rows, 5e-6)),
             "act_s": col(np.full(rows, 2e-6)), "up_compute_s": up_c,
             "up_memory_s": 0.2 * up_c, "down_compute_s": 0.5 * up_c,
-            "down_memory_s": 0.1 * up_c, "other_s": np.full(rows, 1.5e-5)}
+            "down_memory_s": 0.1 * up_c, "other_s": np.full(rows, 1.5e-5),
+            "local_experts": rng.choice([8.0, 32.0, 128.0], rows)}
 
 
 def _law(m):
     return factor_fit.factor_at(m, factor_fit.FACTOR_NODES, [1.4, 1.0, 0.8, 0.7, 0.9])
 
 
-def test_joint_fit_recovers_fixed_time_and_factor_of_a_known_law():
+def test_joint_fit_recovers_fixed_times_and_factor_of_a_known_law():
     terms = _terms()
     truth = factor_fit.predict_s(terms, 3e-5, factor_fit.FACTOR_NODES,
-                                 [1.4, 1.0, 0.8, 0.7, 0.9])
+                                 [1.4, 1.0, 0.8, 0.7, 0.9], per_expert_s=2e-7)
     res = factor_fit.fit(terms, truth)
     assert res["fixed_s"] == pytest.approx(3e-5, rel=0.02)
+    assert res["per_expert_s"] == pytest.approx(2e-7, rel=0.02)
     got = dict((n, v) for n, v in res["points"])
     for node in factor_fit.FACTOR_NODES:
         assert got[node] == pytest.approx(float(_law(node)), rel=0.03)
@@ -47,12 +49,13 @@ def test_fixed_time_never_exceeds_what_the_cheapest_call_leaves():
     meas[cheapest] *= 0.5  # one call far faster than the law: it caps the fixed time
     res = factor_fit.fit(terms, meas)
     upper = res["quality"]["fixed_s_bounds"][1]
-    floor = (terms["other_s"][cheapest] + terms["launch_s"][cheapest, 0]
-             + terms["act_s"][cheapest, 0] + terms["up_memory_s"][cheapest, 0]
-             + terms["down_memory_s"][cheapest, 0])
+    floor = terms["other_s"][cheapest]
     assert 0.0 < upper <= meas[cheapest] - floor + 1e-9  # the bound is a minimum over rows
     assert 0.0 <= res["fixed_s"] <= upper * (1 + 1e-6)
     assert "fixed_s at upper bound" in res["quality"]["bound_hits"]
+    per_expert_top = res["quality"]["per_expert_s_bounds"][1]
+    assert 0.0 <= res["per_expert_s"] <= per_expert_top * (1 + 1e-6)
+    assert per_expert_top <= (meas[cheapest] - floor) / terms["local_experts"][cheapest] + 1e-12
 
 
 def test_factor_stays_in_its_physical_range_when_the_data_are_inconsistent():
@@ -63,9 +66,9 @@ def test_factor_stays_in_its_physical_range_when_the_data_are_inconsistent():
     res = factor_fit.fit(terms, meas)
     values = [v for _, v in res["points"]]
     assert min(values) >= factor_fit.FACTOR_MIN and max(values) <= factor_fit.FACTOR_MAX
-    assert res["fixed_s"] == 0.0
+    assert res["fixed_s"] == 0.0 and res["per_expert_s"] == 0.0
     assert any("lower bound" in h for h in res["quality"]["bound_hits"])
-    assert any("forced to 0" in h for h in res["quality"]["bound_hits"])
+    assert any(h.startswith("fixed_s forced to 0") for h in res["quality"]["bound_hits"])
 
 
 def _collector_round_robin(per_rank, remaining, valid, pick, step):

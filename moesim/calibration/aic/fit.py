@@ -66,20 +66,22 @@ def _with_tile(profile, tile_m: int):
 
 def fit_grouped_factor(profile, moe_df: pd.DataFrame) -> tuple[dict, dict, dict]:
     """``efficiency.grouped_gemm`` from the calibration shapes of ``moe_perf``, per dtype:
-    (factor points, fixed time per call, fit quality), the fixed time and the factor fitted
+    (factor points, fixed times per call and per held expert, fit quality), fitted
     jointly within physical bounds (:mod:`.factor_fit`). ``profile``: the GEMM-calibrated
     profile without a fused-kernel factor."""
     cal = fused_kernel_rows(moe_df[is_calibration_shape(moe_df)])
     terms = moe.expert_terms(cal, profile)
     meas = cal.latency.to_numpy() * 1e-3
-    table, fixed, quality = {}, {}, {}
+    table, fixed, per_expert, quality = {}, {}, {}, {}
     for dtype, idx in cal.groupby("moe_dtype").indices.items():
         key = lookup(dtype).key
         res = factor_fit.fit({k: v[idx] for k, v in terms.items()}, meas[idx])
         table[key], fixed[key], quality[key] = res["points"], res["fixed_s"], res["quality"]
+        per_expert[key] = res["per_expert_s"]
     if "bf16" in table:  # dtypes without calibration rows (e.g. int4_wo) take bf16's factor
         table["default"], fixed["default"] = table["bf16"], fixed["bf16"]
-    return table, fixed, quality
+        per_expert["default"] = per_expert["bf16"]
+    return table, {"fixed_s": fixed, "fixed_per_expert_s": per_expert}, quality
 
 
 def _kernels_section(kernels: dict, prov: dict) -> dict:
@@ -110,8 +112,8 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     staged = HardwareProfile.model_validate(doc)
     table, fixed, gq = fit_grouped_factor(staged, moe_df)
     counts = {k: v["rows"] for k, v in gq.items()}
-    grouped = {"basis": "measured", "by_dtype": table, "fixed_s": fixed, "note": (
-        f"{moe_ref.provenance(len(moe_df))['file']}: fixed time per call and factor on the "
+    grouped = {"basis": "measured", "by_dtype": table, **fixed, "note": (
+        f"{moe_ref.provenance(len(moe_df))['file']}: fixed time per call and per held expert and factor on the "
         f"GEMM grid at padded tokens per hit expert, fitted jointly (bounded least squares in "
         f"log time, calibration.aic.factor_fit) on the four calibration shapes only "
         f"{list(CALIBRATION_SHAPES)} (rows per dtype {counts}); bounds and their hits in "

@@ -63,7 +63,9 @@ def _rows(df: pd.DataFrame, hw, profile, counts: np.ndarray) -> layer.LayerRows:
         gemm_dtype=np.array([d.key for d in dt], dtype=object), act_dtype=act,
         gemm_curve=profile.efficiency.gemm, grouped_curve=profile.efficiency.grouped_gemm,
         expert_fixed_s=None if profile.efficiency.grouped_gemm is None else np.array(
-            [profile.efficiency.grouped_gemm.fixed(d.key) for d in dt]),
+            [profile.efficiency.grouped_gemm.fixed(d.key) for d in dt])
+        + np.array([profile.efficiency.grouped_gemm.fixed_per_expert(d.key) for d in dt])
+        * f("num_experts") / f("moe_ep_size"),
         **_phase_tables(profile, act))
 
 
@@ -99,7 +101,7 @@ def expert_terms(df: pd.DataFrame, profile, seed: int = 0) -> dict[str, np.ndarr
 
     (g: the gate/up and down GEMMs, :func:`moesim.core.gemm.grouped_gemm`; ``m_padded``: padded
     tokens per hit expert, where the model reads the factor), plus ``other_s`` ``[rows]``:
-    top-k, permute and finalize."""
+    top-k, permute and finalize, and ``local_experts`` ``[rows]``: experts held by the GPU."""
     from moesim.core import gemm, phases
     from moesim.predict import device_params
 
@@ -123,6 +125,7 @@ def expert_terms(df: pd.DataFrame, profile, seed: int = 0) -> dict[str, np.ndarr
             out[k].append(v[:, 0])
     res = {k: np.stack(v, axis=1) for k, v in out.items()}
     res["other_s"] = np.mean(other, axis=0)
+    res["local_experts"] = (df.num_experts / df.moe_ep_size).to_numpy(dtype=float)
     return res
 
 
