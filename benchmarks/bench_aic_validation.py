@@ -11,6 +11,15 @@ distribution, ep = 1 or > 1, token bucket <=16 / <=256 / <=2048 / >2048); up to
 ``--per-stratum`` rows are drawn from each group with a fixed seed, so small groups (fp4, ep 1)
 weigh as much as large ones. Writes ``rows.csv``, ``summary.json``, ``summary.md`` and
 ``report.html`` under ``results/validation-aic-<system>-<backend>/`` and prints the targets.
+
+Known misses, documented, not special-cased (h200 trtllm, after the joint fixed/factor fit):
+65 of 2,586 validation rows are measured over 4x above the prediction, which is itself near the
+weight-read roofline there: Llama-4-like 5120/8192/16 and /128 top-1 (31 rows, 5-8x above any
+roofline), 4096/1024/512 top-10 and 4096/2048/256 top-8 (25), 6144/16384/8 top-2 (7), mostly
+with ``moe_tp_size`` 2-8 and a few hundred tokens; the fused-kernel factor cannot reach them
+without breaking the calibration shapes. On b200 nvfp4 the factor sits on its upper bound at
+m <= 64 (the dense nvfp4 grid is far slower than the fused kernel at small M); weight-only
+MXFP4 sits on its lower bound (the kernels run no faster than bf16 would).
 """
 from __future__ import annotations
 
@@ -28,8 +37,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 BASES = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm", "b200_sxm": "b200"}
 TOKEN_BINS = [0, 16, 256, 2048, np.inf]
-#: moesim's moe_perf model (fixed cost of the fused kernel, local-row permute, the collectors'
-#: power-law routing, 16-row tiles, weight-only grid transfer) was changed after looking at
+#: moesim's moe_perf model (fixed costs of the fused kernel per call and per held expert, fitted
+#: jointly with its factor; local-row permute, the collectors' power-law routing with loads
+#: clamped at T and round-robin over ranks, 16-row tiles, weight-only grid transfer) was
+#: changed after looking at
 #: these backends' validation tables: they are a development set. The other backends were
 #: first predicted after the last model change: the held-out set.
 DEVELOPMENT_BACKENDS = ("trtllm",)

@@ -10,7 +10,7 @@ declare -A BASE=([h100_sxm]=h100-sxm [h200_sxm]=h200-sxm [b200_sxm]=b200)
 SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm}")
 for sys in ${SYSTEMS[@]}; do
   for be in trtllm vllm sglang; do
-    moesim calibrate --from-aic "$sys" --backend "$be" --base "${BASE[$sys]}" \
+    python -m moesim calibrate --from-aic "$sys" --backend "$be" --base "${BASE[$sys]}" \
       --out "hardware_profiles/calibrated/${BASE[$sys]}-$be.yaml"
   done
 done

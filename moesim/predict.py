@@ -196,6 +196,8 @@ def _layer_rows(sub: dict, hw) -> layer.LayerRows:
         grouped_curve=hw.efficiency.grouped_gemm,
         expert_fixed_s=None if hw.efficiency.grouped_gemm is None else _map(
             hw.efficiency.grouped_gemm.fixed, gemm_dtype),
+        expert_fixed_per_slot_s=None if hw.efficiency.grouped_gemm is None else _map(
+            hw.efficiency.grouped_gemm.fixed_per_expert, gemm_dtype),
         **_phase_tables(hw, act_dtype))
 
 

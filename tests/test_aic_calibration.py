@@ -126,16 +126,6 @@ def test_real_data_slice_fits_gemm_and_deepep():
         reader.locate("h200_sxm", "moe_perf", "tensorrt")
 
 
-def test_kernel_counts_fill_duplicate_picks_with_lowest_free_experts():
-    # 2 tokens, top-2, expert 5 intended 3 times: one token holds it twice
-    counts = np.zeros(8, dtype=np.int64)
-    counts[5], counts[6] = 3, 1
-    out = moe._kernel_counts(counts, tokens=2, top_k=2)
-    assert out.sum() == 4  # every token still picks k distinct experts
-    assert out[5] == 2 and out.max() <= 2  # at most once per token
-    assert out[0] == 1  # the duplicate became the lowest free expert
-
-
 def test_weight_only_grid_is_faster_where_weights_bound_the_time():
     profile = load_profile("h100-sxm")
     grid = {"m": [16.0, 4096.0], "n": [4096.0], "k": [4096.0], "values": [[[0.1]], [[0.8]]]}

@@ -219,8 +219,16 @@ class KernelFactor(Efficiency):
         "fixed time per call of the fused kernel per dtype ('default' for others), added to "
         "the expert GEMMs on a device with tokens"))
 
+    fixed_per_expert_s: dict[str, float] = Field(default_factory=dict, description=(
+        "fixed time per call per expert held on the device, per dtype ('default' for others): "
+        "per-expert setup a fused kernel pays for every local expert, hit or not"))
+
     def fixed(self, dtype: str) -> float:
         return float(self.fixed_s.get(dtype, self.fixed_s.get("default", 0.0)))
+
+    def fixed_per_expert(self, dtype: str) -> float:
+        table = self.fixed_per_expert_s
+        return float(table.get(dtype, table.get("default", 0.0)))
 
 
 #: The memory-bound phases whose kernel launches a profile counts (``efficiency.phases``).

@@ -67,6 +67,7 @@ class DeviceLoad:
     row_tiles: np.ndarray
     tokens: np.ndarray
     experts_hit: np.ndarray
+    slots: np.ndarray | None = None  # expert slots held by each device ``[1, devices]``
 
     @classmethod
     def from_slots(cls, counts, hit: np.ndarray, slot_device: np.ndarray,
@@ -80,7 +81,8 @@ class DeviceLoad:
             tiles, tokens = row_tiles(counts, hit, tile_m), counts
         return cls(per_device_sum(tiles, slot_device, num_devices),
                    per_device_sum(tokens, slot_device, num_devices),
-                   per_device_sum(hit, slot_device, num_devices))
+                   per_device_sum(hit, slot_device, num_devices),
+                   per_device_sum(np.ones((1, slot_device.size)), slot_device, num_devices))
 
 
 def grouped_gemm(load: DeviceLoad, k_dim, n_dim, weight_bytes_per_slot, act_bytes_per_token, *,

@@ -79,6 +79,7 @@ class LayerRows:
     phase_mem_eff: dict  # phase -> memory-bandwidth efficiency of its streaming ``[rows]``
     grouped_curve: object = None  # the profile's efficiency.grouped_gemm (fused-kernel factor)
     expert_fixed_s: np.ndarray | None = None  # fused kernel's fixed time per call ``[rows]``
+    expert_fixed_per_slot_s: np.ndarray | None = None  # ... per expert slot on the device ``[rows]``
 
     def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray, n=None, k=None,
              curve=None) -> np.ndarray:

@@ -123,8 +123,11 @@ def routed_experts(hw: "DeviceParams", rows: "LayerRows", load: gemm.DeviceLoad,
     act_launch = act_kernels if hw.grouped_gemm else act_kernels * load.experts_hit
     act_bytes = load.tokens * _col(((m - 1) * f + f) * a)
     act_s = stream(act_bytes, "activation", np.where(load.tokens > 0, act_launch, 0.0))
-    # a fused MoE kernel's fixed time per call (calibrated profiles; 0 otherwise)
+    # a fused MoE kernel's fixed time per call and per expert slot it holds (calibrated
+    # profiles; 0 otherwise)
     fixed = 0.0 if rows.expert_fixed_s is None else _col(rows.expert_fixed_s) * (load.tokens > 0)
+    if rows.expert_fixed_per_slot_s is not None and load.slots is not None:
+        fixed = fixed + _col(rows.expert_fixed_per_slot_s) * load.slots * (load.tokens > 0)
     experts_s = shared_cores(up.time_s + down.time_s + act_s + fixed, hw.idle_peer_speedup)
     return experts_s, up, down, act_s, act_bytes
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from moesim.calibration.aic import gemm_fit, moe, reader
+from moesim.calibration.aic import factor_fit, gemm_fit, moe, reader
 from moesim.calibration.aic.dtypes import MOESIM_ALIASES, lookup
 
 #: (hidden, inter, experts, top-k): Mixtral 8x7B, Qwen3-30B-A3B, gpt-oss-120b, DeepSeek-V3
@@ -20,8 +20,6 @@ CALIBRATION_SHAPES = ((4096, 14336, 8, 2), (2048, 768, 128, 8), (2880, 2880, 128
 TILE_M = 16
 TILE_M_NOTE = ("16-row GEMM tiles: chosen (from 8/16/32/64/128) after comparing gemm_perf "
                "left-out errors on h200/b200 trtllm; small-M kernels use narrow tiles or swap-AB")
-#: tokens-per-expert nodes of the fused-kernel factor
-FACTOR_NODES = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0)
 
 
 def is_calibration_shape(df: pd.DataFrame) -> np.ndarray:
@@ -68,35 +66,22 @@ def _with_tile(profile, tile_m: int):
 
 def fit_grouped_factor(profile, moe_df: pd.DataFrame) -> tuple[dict, dict, dict]:
     """``efficiency.grouped_gemm`` from the calibration shapes of ``moe_perf``, per dtype:
-
-    - ``fixed_s``: the fused kernel's fixed time, median of (measured - predicted) over the
-      tenth of rows with the least predicted expert work (clipped at 0);
-    - factor per tokens-per-expert node: median over rows near the node of ``predicted experts
-      time / (measured - fixed - predicted top-k, permute and finalize)``."""
+    (factor points, fixed times per call and per held expert, fit quality), fitted
+    jointly within physical bounds (:mod:`.factor_fit`). ``profile``: the GEMM-calibrated
+    profile without a fused-kernel factor."""
     cal = fused_kernel_rows(moe_df[is_calibration_shape(moe_df)])
-    pred = moe.predict_rows(cal, profile)
+    terms = moe.expert_terms(cal, profile)
     meas = cal.latency.to_numpy() * 1e-3
-    other = (pred.predicted_s - pred.experts_s).to_numpy()
-    experts = pred.experts_s.to_numpy()
-    per_expert = (cal.num_tokens * cal.topk / cal.num_experts).to_numpy(float)
-    table, fixed, counts = {}, {}, {}
+    table, fixed, per_expert, quality = {}, {}, {}, {}
     for dtype, idx in cal.groupby("moe_dtype").indices.items():
         key = lookup(dtype).key
-        small = idx[experts[idx] <= np.percentile(experts[idx], 10)]
-        fixed[key] = round(max(float(np.median(meas[small] - other[small] - experts[small])), 0.0), 9)
-        ratio = experts[idx] / np.maximum(meas[idx] - fixed[key] - other[idx], 0.05 * meas[idx])
-        logx, logr = np.log(np.maximum(per_expert[idx], 1e-3)), np.log(ratio)
-        pts = []
-        for node in FACTOR_NODES:
-            near = np.abs(logx - np.log(node)) <= np.log(2.0)
-            if near.sum() >= 3:
-                pts.append([node, round(float(np.clip(np.exp(np.median(logr[near])), 1e-3, 8.0)), 4)])
-        if pts:
-            table[key] = pts
-            counts[key] = int(len(idx))
+        res = factor_fit.fit({k: v[idx] for k, v in terms.items()}, meas[idx])
+        table[key], fixed[key], quality[key] = res["points"], res["fixed_s"], res["quality"]
+        per_expert[key] = res["per_expert_s"]
     if "bf16" in table:  # dtypes without calibration rows (e.g. int4_wo) take bf16's factor
         table["default"], fixed["default"] = table["bf16"], fixed["bf16"]
-    return table, fixed, counts
+        per_expert["default"] = per_expert["bf16"]
+    return table, {"fixed_s": fixed, "fixed_per_expert_s": per_expert}, quality
 
 
 def _kernels_section(kernels: dict, prov: dict) -> dict:
@@ -125,11 +110,14 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     moe_ref = reader.locate(system, "moe_perf", backend, version, root)
     moe_df = reader.load(moe_ref)
     staged = HardwareProfile.model_validate(doc)
-    table, fixed, counts = fit_grouped_factor(staged, moe_df)
-    grouped = {"basis": "measured", "by_dtype": table, "fixed_s": fixed, "note": (
-        f"{moe_ref.provenance(len(moe_df))['file']}: fused-MoE experts time predicted with the "
-        f"GEMM grid / measured experts time, median per tokens-per-expert node, on the four "
-        f"calibration shapes only {list(CALIBRATION_SHAPES)} (rows per dtype {counts})")}
+    table, fixed, gq = fit_grouped_factor(staged, moe_df)
+    counts = {k: v["rows"] for k, v in gq.items()}
+    grouped = {"basis": "measured", "by_dtype": table, **fixed, "note": (
+        f"{moe_ref.provenance(len(moe_df))['file']}: fixed time per call and per held expert and factor on the "
+        f"GEMM grid at padded tokens per hit expert, fitted jointly (bounded least squares in "
+        f"log time, calibration.aic.factor_fit) on the four calibration shapes only "
+        f"{list(CALIBRATION_SHAPES)} (rows per dtype {counts}); bounds and their hits in "
+        f"fit_quality.grouped_gemm")}
     kernels, kprov = comm_fit.fit_comm(system, backend, root)
     out = {"compute": compute, "efficiency": {"gemm": gemm_eff, "grouped_gemm": grouped}}
     default = kernels.get("deepep_normal/dispatch")
@@ -142,7 +130,7 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
             "note": "DeepEP normal dispatch of this engine (alltoall_kernels): fitted bandwidth "
                     "/ NVLink peak (capped at 1: fp8 dispatch moves half the bf16 bytes)"}
     out["alltoall_kernels"] = _kernels_section(kernels, kprov)
-    quality = {"gemm": gprov["gemm_quality"], "grouped_gemm_rows": counts,
+    quality = {"gemm": gprov["gemm_quality"], "grouped_gemm": gq,
                "alltoall": {k: {"in_sample": v["in_sample"], "holdout": v["holdout"]}
                             for k, v in kernels.items()}}
     provenance = {"source": f"AIConfigurator measured database ({reader.PACKAGE} "

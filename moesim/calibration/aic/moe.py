@@ -12,14 +12,9 @@ router GEMM, no all-to-all; CUDA graphs. moesim composes it from its layer phase
 (permute and finalize over the rows of the GPU's own experts only: with ``moe_ep_size`` > 1 the
 other GPUs' rows are never gathered here).
 
-Routing as the collectors build it (``collector/helper.py``):
-- ``balanced``: token i picks experts ``(i + j * s) mod E`` (``s = ceil(E / k)``, j < k) when
-  ``T >= s``, else ``(i * s / T + j * s) mod E``; the measured GPU owns experts ``0 .. E/ep-1``.
-- ``power_law_<alpha>``: per-expert loads drawn from a power law on ``[1, 0.8 T]`` (``[0.01, 2]``
-  when ``T k <= E``), scaled to ``T k`` and rounded; the rank with the most tokens is swapped
-  to rank 0, the measured one; the loads become a token table and the kernel's top-k of the
-  one-hot logits decides the routing (see :func:`_kernel_counts`). moesim draws the same law
-  with a fixed seed (:data:`POWER_LAW_DRAWS` draws, the predicted times averaged).
+Routing as the collectors build it (balanced and power-law loads of the measured GPU):
+:mod:`.routing`. moesim draws the power law with a fixed seed (:data:`POWER_LAW_DRAWS` draws,
+as many as the trtllm collector times per row, the predicted times averaged).
 """
 from __future__ import annotations
 
@@ -27,68 +22,13 @@ import numpy as np
 import pandas as pd
 
 from moesim.calibration.aic.dtypes import lookup
+from moesim.calibration.aic.routing import balanced_counts, power_law_counts
 from moesim.core import layer
 from moesim.core.phases import shaped
 
-POWER_LAW_DRAWS = 4
+POWER_LAW_DRAWS = 5
 #: kernel sources whose activation is not gated (Relu2, Nemotron-3): two matrices, not three
 NON_GATED = ("nongated",)
-
-
-def balanced_counts(tokens: int, experts: int, top_k: int, local: int) -> np.ndarray:
-    """Tokens per local expert of rank 0 under the collectors' balanced routing."""
-    stride = -(-experts // top_k)
-    i = np.arange(tokens, dtype=float)[:, None]
-    j = np.arange(top_k, dtype=float)[None, :]
-    if tokens >= stride:
-        picks = (i + j * stride) % experts
-    else:
-        picks = (i * stride / tokens + j * stride) % experts
-    counts = np.bincount(picks.astype(np.int64).ravel() % experts, minlength=experts)
-    return counts[:local].astype(float)
-
-
-def power_law_counts(tokens: int, experts: int, top_k: int, ep: int, alpha: float,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Tokens per local expert of rank 0 (the most loaded rank), one draw of the collectors'
-    law, routed as the kernel sees it: intended loads -> token assignments -> top-k of the
-    one-hot logits (:func:`_kernel_counts`)."""
-    lo, hi = (1.0, tokens * 0.8) if tokens * top_k > experts else (0.01, 2.0)
-    a = 1.0 - alpha
-    draw = ((hi ** a - lo ** a) * rng.random(experts) + lo ** a) ** (1.0 / a)
-    target = tokens * top_k
-    counts = np.round(draw / draw.sum() * target).astype(np.int64)
-    delta = int(target - counts.sum())
-    order = np.argsort(-counts, kind="stable")
-    step = np.arange(abs(delta)) % experts
-    # rounding surplus comes off the largest loads (the collectors take it off the smallest,
-    # which can go below zero; moesim keeps every load >= 0)
-    np.add.at(counts, order[step], 1 if delta > 0 else -1)
-    per_rank = counts.reshape(ep, experts // ep).copy()
-    busiest = per_rank.sum(1).argmax()
-    per_rank[[0, busiest]] = per_rank[[busiest, 0]]
-    return _kernel_counts(per_rank.ravel(), tokens, top_k)[: experts // ep]
-
-
-def _kernel_counts(counts: np.ndarray, tokens: int, top_k: int) -> np.ndarray:
-    """Loads the fused kernel routes: experts in descending load are laid out over the
-    ``top_k x tokens`` assignment table (token i gets column i); a token holding an expert
-    twice has fewer than k distinct experts, and top-k over its one-hot logits fills the rest
-    with zero-logit experts, assumed the lowest indices (ties)."""
-    experts = counts.size
-    order = np.argsort(-counts, kind="stable")
-    table = np.repeat(order, counts[order]).reshape(top_k, tokens).T
-    table = np.sort(table, axis=1)
-    dup = np.zeros_like(table, dtype=bool)
-    dup[:, 1:] = table[:, 1:] == table[:, :-1]
-    out = np.bincount(table[~dup], minlength=experts).astype(float)
-    missing = dup.sum(axis=1)
-    if missing.any():
-        cand = np.arange(2 * top_k)[None, :]
-        free = ~(table[:, :, None] == cand[:, None, :]).any(axis=1)
-        take = free & (np.cumsum(free, axis=1) <= missing[:, None])
-        out[: 2 * top_k] += take.sum(axis=0)
-    return out
 
 
 def row_counts(row, seed: int = 0) -> list[np.ndarray]:
@@ -123,8 +63,22 @@ def _rows(df: pd.DataFrame, hw, profile, counts: np.ndarray) -> layer.LayerRows:
         gemm_dtype=np.array([d.key for d in dt], dtype=object), act_dtype=act,
         gemm_curve=profile.efficiency.gemm, grouped_curve=profile.efficiency.grouped_gemm,
         expert_fixed_s=None if profile.efficiency.grouped_gemm is None else np.array(
-            [profile.efficiency.grouped_gemm.fixed(d.key) for d in dt]),
+            [profile.efficiency.grouped_gemm.fixed(d.key) for d in dt])
+        + np.array([profile.efficiency.grouped_gemm.fixed_per_expert(d.key) for d in dt])
+        * f("num_experts") / f("moe_ep_size"),
         **_phase_tables(profile, act))
+
+
+def _draw_counts(df: pd.DataFrame, seed: int = 0):
+    """Local expert loads ``[rows, local]`` of every draw (rows with one draw repeat it)."""
+    draws = [row_counts(r, seed) for r in df.itertuples(index=False)]
+    ndraw = max(len(d) for d in draws)
+    for i in range(ndraw):
+        pick = [d[i % len(d)] for d in draws]
+        counts = np.zeros((len(df), max(len(c) for c in pick)))
+        for r, c in enumerate(pick):
+            counts[r, :len(c)] = c
+        yield counts
 
 
 def predict_rows(df: pd.DataFrame, profile, seed: int = 0) -> pd.DataFrame:
@@ -132,19 +86,46 @@ def predict_rows(df: pd.DataFrame, profile, seed: int = 0) -> pd.DataFrame:
     from moesim.predict import device_params
 
     hw = device_params(profile)
-    draws = [row_counts(r, seed) for r in df.itertuples(index=False)]
-    out = np.zeros((len(df), 4))
-    ndraw = max(len(d) for d in draws)
-    for i in range(ndraw):
-        pick = [d[i % len(d)] for d in draws]
-        width = max(len(c) for c in pick)
-        counts = np.zeros((len(df), width))
-        for r, c in enumerate(pick):
-            counts[r, :len(c)] = c
-        out += _phase_split(df, hw, profile, counts) / ndraw
+    splits = [_phase_split(df, hw, profile, c) for c in _draw_counts(df, seed)]
     cols = ["topk_s", "permute_s", "experts_s", "finalize_s"]
-    res = pd.DataFrame(out, columns=cols, index=df.index)
+    res = pd.DataFrame(np.mean(splits, axis=0), columns=cols, index=df.index)
     res["predicted_s"] = res[cols].sum(axis=1)
+    return res
+
+
+def expert_terms(df: pd.DataFrame, profile, seed: int = 0) -> dict[str, np.ndarray]:
+    """The pieces of each row's experts time without a fused-kernel factor, per draw
+    ``[rows, draws]``, so a fit can price any factor ``f(m)`` and fixed time ``c``:
+
+        experts = c + launch_s + act_s + sum_g max(compute_g / f(m_padded), memory_g)
+
+    (g: the gate/up and down GEMMs, :func:`moesim.core.gemm.grouped_gemm`; ``m_padded``: padded
+    tokens per hit expert, where the model reads the factor), plus ``other_s`` ``[rows]``:
+    top-k, permute and finalize, and ``local_experts`` ``[rows]``: experts held by the GPU."""
+    from moesim.core import gemm, phases
+    from moesim.predict import device_params
+
+    hw = device_params(profile)
+    bare = profile.model_copy(update={"efficiency": profile.efficiency.model_copy(
+        update={"grouped_gemm": None})})
+    keys = ("launch_s", "act_s", "up_compute_s", "up_memory_s", "down_compute_s",
+            "down_memory_s", "m_padded")
+    out, other = {k: [] for k in keys}, []
+    for counts in _draw_counts(df, seed):
+        rows = _rows(df, hw, bare, counts)
+        split = _phase_split(df, hw, bare, counts)
+        other.append(split[:, 0] + split[:, 1] + split[:, 3])
+        load = gemm.DeviceLoad.from_slots(counts, (counts > 0).astype(float),
+                                          np.zeros(counts.shape[1], dtype=int), 1, hw.tile_m)
+        _, up, down, act_s, _ = phases.routed_experts(hw, rows, load, phases.Streamer(hw, rows))
+        vals = (up.launches * hw.launch_overhead_s + down.launches * hw.launch_overhead_s,
+                act_s, up.compute_s, up.memory_s, down.compute_s, down.memory_s,
+                load.row_tiles * hw.tile_m / np.maximum(load.experts_hit, 1e-12))
+        for k, v in zip(keys, vals):
+            out[k].append(v[:, 0])
+    res = {k: np.stack(v, axis=1) for k, v in out.items()}
+    res["other_s"] = np.mean(other, axis=0)
+    res["local_experts"] = (df.num_experts / df.moe_ep_size).to_numpy(dtype=float)
     return res
 
 
