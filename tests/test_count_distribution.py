@@ -93,3 +93,20 @@ def test_group_limited_devices_hit_per_token(ep):
     place = placement.contiguous(256, ep)
     hits = traffic.hit_probability(place.slot_device, ep, place, q, 8, 8, 4)
     assert hits.sum() == pytest.approx(deepseek_devices_hit(ep), rel=0.006)
+
+
+def test_row_tile_memo_returns_the_computation_and_stays_bounded(monkeypatch):
+    """The memo of row tiles (a sweep over profiles with one tile height asks twice) gives
+    exactly the direct evaluation, read-only, and never holds more than its byte bound."""
+    import moesim.core.counts as counts
+
+    n = np.array([40.0, 40.0, 7.5]); p = np.array([0.1, 0.3, 0.9]); cap = np.full(3, np.inf)
+    direct = counts._row_tiles(n, p, cap, 16)
+    monkeypatch.setattr(counts, "_TILE_MEMO", counts.OrderedDict())
+    first = counts._memo_row_tiles(n, p, cap, 16)
+    again = counts._memo_row_tiles(n.copy(), p.copy(), cap.copy(), 16)
+    assert again is first and np.array_equal(first, direct) and not first.flags.writeable
+    assert not np.array_equal(counts._memo_row_tiles(n, p, cap, 8), first)  # tile is in the key
+    monkeypatch.setattr(counts, "_TILE_MEMO_BYTES", 0)
+    counts._memo_row_tiles(n, p * 0.5, cap, 16)
+    assert len(counts._TILE_MEMO) == 0

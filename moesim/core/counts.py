@@ -21,6 +21,8 @@ GShard (Lepikhin et al. 2020) and Switch Transformer (Fedus et al. 2021, sec. 2.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,10 +36,14 @@ def tail(k, n, p) -> np.ndarray:
     """``P(X > k)`` for ``X ~ Binomial(n, p)``, integer ``k``, real ``n >= 0``."""
     k, n, p = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k, n, p)))
     inside = (k >= 0) & (k < n - 1e-9) & (p > 0)
-    a = np.where(inside, k + 1.0, 1.0)
-    b = np.where(inside, n - k, 1.0)
-    val = betainc(a, b, np.where(inside, np.clip(p, 0.0, 1.0), 0.5))
-    return np.where(inside, val, np.where(k < 0, 1.0, 0.0))
+    out = np.where(k < 0, 1.0, 0.0)
+    # k = 0 (the first row tile of every cold slot): P(X > 0) = 1 - (1 - p)^n in closed form
+    first = inside & (k == 0)
+    with np.errstate(divide="ignore"):  # p = 1: log1p(-1) = -inf, and P(X > 0) = 1
+        out[first] = -np.expm1(n[first] * np.log1p(-np.clip(p[first], 0.0, 1.0)))
+    rest = inside & ~first
+    out[rest] = betainc(k[rest] + 1.0, n[rest] - k[rest], np.clip(p[rest], 0.0, 1.0))
+    return out
 
 
 def expected_excess(n, p, cap) -> np.ndarray:
@@ -84,8 +90,8 @@ class SlotCounts:
             rows, row_of = _distinct_rows(n_full, self.prob, cap)
         flat = [a[rows].reshape(-1, 1) for a in (n_full, self.prob, cap)]
         first, inverse = _distinct_rows(*flat)  # then once per distinct slot distribution
-        tiles = _row_tiles(*(a[first, 0] for a in flat), tile_m)[inverse]
-        return tiles.reshape(rows.size, -1)[row_of]
+        tiles = _memo_row_tiles(*(np.ascontiguousarray(a[first, 0]) for a in flat), tile_m)
+        return tiles[inverse].reshape(rows.size, -1)[row_of]
 
 
 def _same_rows(a: np.ndarray) -> bool:
@@ -111,6 +117,29 @@ def _distinct_bytes(stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = stacked.view(np.dtype((np.void, stacked.dtype.itemsize * stacked.shape[1]))).ravel()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return first, inverse.ravel()
+
+
+#: Row tiles of recent slot distributions, keyed by their bytes: a sweep over hardware profiles
+#: with the same tile height (every 128-row GPU profile) asks for the same ones per profile.
+#: A pure function's memo (bounded; values are read-only copies), not shared state.
+_TILE_MEMO: "OrderedDict[bytes, np.ndarray]" = OrderedDict()
+_TILE_MEMO_BYTES = 64 << 20  # ~8M slot distributions: a 100k-row sweep's worth
+
+
+def _memo_row_tiles(n, p, cap, tile_m: int) -> np.ndarray:
+    """:func:`_row_tiles`, evaluated once per distinct ``(n, p, cap, tile_m)`` arrays."""
+    key = hashlib.blake2b(b"".join((n.tobytes(), p.tobytes(), cap.tobytes(),
+                                    str(int(tile_m)).encode())), digest_size=20).digest()
+    hit = _TILE_MEMO.get(key)
+    if hit is not None:
+        _TILE_MEMO.move_to_end(key)
+        return hit
+    out = _row_tiles(n, p, cap, tile_m)
+    out.flags.writeable = False
+    _TILE_MEMO[key] = out
+    while sum(v.nbytes for v in _TILE_MEMO.values()) > _TILE_MEMO_BYTES:
+        _TILE_MEMO.popitem(last=False)
+    return out
 
 
 def _row_tiles(n, p, cap, tile_m: int) -> np.ndarray:
