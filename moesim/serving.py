@@ -45,7 +45,7 @@ def predict_model(model="deepseek-v3", hardware="h200-sxm", **run) -> pd.Series:
     """One whole-model prediction (a Series of ``wholemodel.OUTPUT_COLUMNS`` and the inputs).
 
     ``run``: ``phase`` (prefill | decode), ``batch``, ``prompt_len``, ``context``, ``tp``,
-    ``dp_attn``, ``pp``, ``moe_tp``, ``kv_dtype``, ``engine``, MoE run fields (``overlap``,
+    ``dp_attn``, ``pp``, ``moe_tp``, ``kv_dtype``, ``engine``, ``mla_decode``, MoE run fields (``overlap``,
     ``routing``, ``placement`` ...) and model-field overrides.
     """
     return predict_model_many(pd.DataFrame([_row(model, hardware, run)])).iloc[0]

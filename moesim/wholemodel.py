@@ -39,7 +39,7 @@ ENGINE_KERNELS = {
     "eager": {"attention": 18.0, "norm": 7.0, "embed": 1.0, "lm_head": 2.0, "activation": 2.0},
 }
 MODEL_RUN_FIELDS = ("phase", "batch", "prompt_len", "context", "tp", "dp_attn", "pp", "moe_tp",
-                    "kv_dtype", "engine", "memory_utilization")
+                    "kv_dtype", "engine", "mla_decode", "memory_utilization")
 MOE_RUN_FIELDS = ("placement", "routing", "overlap", "a2a_kernel", "a2a_impl", "capacity_factor",
                   "drop_tokens", "seed")
 OUTPUT_COLUMNS = ("ttft_s", "tpot_s", "step_time_s", "tokens_per_s", "tokens_per_s_per_device",
@@ -70,6 +70,9 @@ class ModelRun(BaseModel):
     moe_tp: int = Field(1, gt=0)
     kv_dtype: str | None = Field(None, description="KV-cache dtype (default: activation dtype)")
     engine: Literal["fused", "eager"] = "fused"
+    mla_decode: Literal["absorbed", "expand"] = Field(
+        "absorbed", description="MLA decode: attend in the cached latent (FlashMLA, serving "
+                                "engines) or re-expand it every step (Hugging Face transformers)")
     memory_utilization: float = Field(0.9, gt=0, le=1.0)
 
     @field_validator(*RUN_SIZE_FIELDS, mode="before")
@@ -284,7 +287,8 @@ def _step_rows(hw, sub: dict, run: dict, lay: dict, moe: dict) -> step.StepRows:
         chunked=sub["window_kind"] == "chunked", moe_layers=_f(sub["moe_layers"]),
         dense_layers=_f(sub["dense_layers"]), dense_ffn=_f(sub["dense_ffn"]),
         dense_matrices=np.where(params.dense_gated(sub), 3.0, 2.0),
-        seqs=lay["seqs"], new=lay["new"], past=lay["past"], decode=lay["decode"], tp=lay["tp"],
+        seqs=lay["seqs"], new=lay["new"], past=lay["past"], decode=lay["decode"],
+        mla_expand=np.asarray(run["mla_decode"] == "expand", dtype=bool), tp=lay["tp"],
         moe_tp=lay["moe_tp"], pp=lay["pp"], moe_tokens=_f(moe["tokens"]),
         moe_layer_s=_f(moe["time_s"]), act_bytes=bpe(act), kv_bytes=bpe(kv),
         dense_weight_bytes=_per_value(weight_bytes_per_param, weight),

@@ -133,3 +133,31 @@ def test_cli_scope_model(capsys):
                  "--batch", "16", "--context", "1024", "--tp", "2"]) == 0
     out = capsys.readouterr().out
     assert "TPOT" in out and "memory per device" in out and "attention" in out
+
+
+def test_latent_expansion_counts_the_cached_tokens_and_expanded_bytes():
+    """Hand-derived: 2 sequences, 10 cached keys of which 1 new, 4 heads on 2 TP ranks,
+    d = 8, d_r = 4, d_v = 8: kv_b runs over 2 x 9 cached rows; the expanded K and V are
+    2 x 2 x 10 x 2 x (8 + 4 + 8) = 1,600 elements (written, then read by the core)."""
+    from moesim.core.attention import latent_expansion
+
+    dims = {"heads": 4.0, "nope": 8.0, "rope": 4.0, "v": 8.0}
+    rows, expanded = latent_expansion(dims, 2.0, 2.0, np.array([10.0]), np.array([1.0]))
+    assert rows[0] == 18.0 and expanded[0] == 1600.0
+
+
+def test_mla_expand_costs_decode_only_and_at_least_the_expansion_flops():
+    absorbed = predict_model("deepseek-v3", "h200-sxm", phase="decode", batch=64, context=4096,
+                             dp_attn=8)
+    expand = predict_model("deepseek-v3", "h200-sxm", phase="decode", batch=64, context=4096,
+                           dp_attn=8, mla_decode="expand")
+    # kv_b over 8 sequences x 4,096 cached tokens per layer: 2 * rows * 512 * 128 * (128 + 128)
+    layers, rows = 61, 8 * 4095
+    floor_s = layers * 2 * rows * 512 * 128 * 256 / 989e12
+    assert expand.attention_s - absorbed.attention_s > floor_s
+    same = [predict_model("deepseek-v3", "h200-sxm", phase="prefill", batch=2, prompt_len=512,
+                          mla_decode=m).ttft_s for m in ("absorbed", "expand")]
+    assert same[0] == same[1]
+    gqa = [predict_model("mixtral-8x7b", "h100-sxm", phase="decode", batch=8,
+                         mla_decode=m).tpot_s for m in ("absorbed", "expand")]
+    assert gqa[0] == gqa[1]

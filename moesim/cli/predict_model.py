@@ -19,10 +19,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--moe-tp", type=int, dest="moe_tp", help="expert tensor parallel size")
     g.add_argument("--kv-dtype", dest="kv_dtype", help="KV-cache dtype (bf16, fp8 ...)")
     g.add_argument("--engine", choices=["fused", "eager"], help="kernel counts per block")
+    g.add_argument("--mla-decode", dest="mla_decode", choices=["absorbed", "expand"],
+                   help="MLA decode in the latent (serving engines) or re-expanded per step "
+                        "(Hugging Face transformers)")
 
 
 MODEL_KEYS = ("phase", "batch", "prompt_len", "context", "tp", "dp_attn", "pp", "moe_tp",
-              "kv_dtype", "engine", "experts", "top_k", "expert_ffn", "weight_dtype",
+              "kv_dtype", "engine", "mla_decode", "experts", "top_k", "expert_ffn", "weight_dtype",
               "compute_dtype", "dispatch_dtype", "combine_dtype", "routing", "placement",
               "overlap", "a2a_kernel", "a2a_impl", "seed", "capacity_factor", "drop_tokens")
 

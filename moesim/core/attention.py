@@ -11,7 +11,10 @@ below one per device, so GQA/MQA replicate KV heads when ``t > G``):
   ``d_qk = d + d_r``; decode runs the absorbed form (DeepSeek-V2 paper sec. 2.1.3, FlashMLA):
   ``q_nope`` is multiplied into the latent (``(H/t)`` batched ``[M, d] x [d, r_kv]``), attention
   runs over the cached latent with ``d_qk = r_kv + d_r`` and ``d_v = r_kv``, then
-  ``(H/t)`` batched ``[M, r_kv] x [r_kv, d_v]``.
+  ``(H/t)`` batched ``[M, r_kv] x [r_kv, d_v]``. Frameworks that do not absorb (Hugging Face
+  ``transformers``' ``DeepseekV3Attention``: it caches the latent, then re-expands every cached
+  token through ``kv_b`` at every step and attends per head) run decode in the prefill form plus
+  that expansion (:func:`latent_expansion`, run field ``mla_decode: expand``).
 
 The attention core over ``pairs`` (query, key) pairs per sequence does
 ``2 (H/t)(d_qk + d_v) pairs`` FLOPs and ``(H/t) pairs`` softmax exponentials and reads the KV
@@ -140,6 +143,19 @@ def tiled_pairs(new, pairs, decode) -> np.ndarray:
     keys = pairs / np.maximum(new, 1.0)
     padded = np.ceil(new / bq) * bq * np.ceil(keys / bk - 1e-9) * bk
     return np.where(decode, pairs, np.maximum(padded, pairs))
+
+
+def latent_expansion(dims: dict, tp, seqs, keys, new) -> tuple:
+    """MLA decode without absorption (``mla_decode: expand``): every cached token's latent goes
+    through ``kv_b`` again each step. Returns (GEMM ``M`` = ``seqs (keys - new)`` rows of
+    ``[r_kv] x [r_kv, (H/t)(d + d_v)]`` (the new tokens' rows are in the projections), and
+    the bytes per element size of the expanded K and V written and read back by the attention,
+    ``2 seqs keys (H/t)(d + d_r + d_v)``)."""
+    heads = dims["heads"] / tp
+    rows = seqs * np.maximum(np.asarray(keys, float) - new, 0.0)
+    expanded = 2.0 * seqs * np.asarray(keys, float) * heads * (dims["nope"] + dims["rope"]
+                                                                + dims["v"])
+    return rows, expanded
 
 
 def softmax_exps(dims: dict, tp, seqs, pairs) -> np.ndarray:

@@ -50,6 +50,7 @@ class StepRows:
     new: np.ndarray
     past: np.ndarray
     decode: np.ndarray  # bool
+    mla_expand: np.ndarray  # bool: MLA decode re-expands the cached latent (not absorbed)
     tp: np.ndarray
     moe_tp: np.ndarray
     pp: np.ndarray
@@ -89,19 +90,23 @@ def attention_layer(hw, r: StepRows, window) -> dict[str, np.ndarray]:
     """One attention block's time ``[rows]``: ``proj`` GEMMs, ``core`` and the total.
 
     core = max(flops / (peak eff(flash_shape)) + exps / exp_per_s, bytes / (bw eff_mem))
-    + kernels x launch (``core.attention`` module doc: FlashAttention-2/-3)."""
+    + kernels x launch (``core.attention`` module doc: FlashAttention-2/-3). MLA decode is
+    absorbed unless ``mla_expand`` (then it runs in the prefill form after re-expanding the
+    cached latent, :func:`core.attention.latent_expansion`)."""
     tokens = r.seqs * r.new
+    absorbed = r.decode & ~r.mla_expand  # MLA rows attend in the latent only when absorbed
     proj = sum(_gemm(hw, r, tokens, k, n, b) for k, n, b in
-               attention.projection_gemms(r.dims, r.hidden, r.tp, r.mla, r.decode))
+               attention.projection_gemms(r.dims, r.hidden, r.tp, r.mla, absorbed))
     pairs = attention.tiled_pairs(r.new, attention.attended_keys(r.new, r.past, window,
                                                                  r.chunked), r.decode)
-    flops = attention.core_flops(r.dims, r.mla, r.decode, r.tp, r.seqs, pairs)
+    flops = attention.core_flops(r.dims, r.mla, absorbed, r.tp, r.seqs, pairs)
     kv_elems = attention.kv_elements_per_token(r.dims, r.mla, r.tp)
     keys = attention.cached_tokens(r.past + r.new, window)
     kv_read = r.seqs * keys * kv_elems * r.kv_bytes
-    d_qk, d_v = attention.core_dims(r.dims, r.mla, r.decode)
+    proj, kv_read = _expansion(hw, r, proj, kv_read, keys)
+    d_qk, d_v = attention.core_dims(r.dims, r.mla, absorbed)
     qo = tokens * r.dims["heads"] / r.tp * (d_qk + d_v) * r.act_bytes
-    eff = r.attn_eff(*attention.flash_shape(r.dims, r.mla, r.decode, r.tp, r.seqs, r.new,
+    eff = r.attn_eff(*attention.flash_shape(r.dims, r.mla, absorbed, r.tp, r.seqs, r.new,
                                             pairs))
     exps = attention.softmax_exps(r.dims, r.tp, r.seqs, pairs)
     compute_s = flops / (r.peak_attn_flops_per_s * eff) + exps / r.exp_per_s
@@ -109,6 +114,19 @@ def attention_layer(hw, r: StepRows, window) -> dict[str, np.ndarray]:
     core = np.maximum(compute_s, memory_s) + r.kernels["attention"] * hw.launch_overhead_s
     return {"proj": proj, "core": core, "total": proj + core,
             "core_bound": np.where(compute_s >= memory_s, "compute", "memory")}
+
+
+def _expansion(hw, r: StepRows, proj, kv_read, keys):
+    """(projections, bytes the core reads) with the latent re-expansion of ``mla_expand`` decode
+    rows added: ``kv_b`` over the cached tokens, and the expanded K and V written and read."""
+    expand = r.mla & r.decode & r.mla_expand
+    if not expand.any():
+        return proj, kv_read
+    rows, expanded = attention.latent_expansion(r.dims, r.tp, r.seqs, keys, r.new)
+    kv_b = _gemm(hw, r, np.where(expand, rows, 0.0), r.dims["kv_lora"],
+                 r.dims["heads"] / r.tp * (r.dims["nope"] + r.dims["v"]))
+    return (proj + np.where(expand, kv_b, 0.0),
+            kv_read + np.where(expand, expanded * r.act_bytes, 0.0))
 
 
 def dense_ffn_layer(hw, r: StepRows, tokens) -> np.ndarray:

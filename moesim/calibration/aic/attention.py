@@ -129,6 +129,7 @@ def step_rows(rows: pd.DataFrame, hw) -> step.StepRows:
         dense_layers=zero, dense_ffn=zero, dense_matrices=zero,
         seqs=rows.seqs.to_numpy(dtype=float), new=rows.new.to_numpy(dtype=float),
         past=rows.past.to_numpy(dtype=float), decode=rows.decode.to_numpy(dtype=bool),
+        mla_expand=np.zeros(n, bool),  # the engines' MLA decode kernels attend in the latent
         tp=np.ones(n), moe_tp=np.ones(n), pp=np.ones(n), moe_tokens=zero, moe_layer_s=zero,
         act_bytes=_per_value(bytes_per_element, act),
         kv_bytes=_per_value(bytes_per_element, rows.kv_dtype.to_numpy(dtype=object)),
