@@ -4,10 +4,17 @@ Run: ``python benchmarks/heldout_fresh_profile.py PROFILE`` (a name or a path, e
 results/calibration-cpu/1t-fresh-2026-12-03/profile.yaml). Prints layer and expert MAPE and bias
 with the committed ``cpu-epyc-zen4-1t`` and with PROFILE. Measures nothing.
 """
-import sys, numpy as np, pandas as pd
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
 from moesim.predict import predict_many
 from moesim.config.model import MODEL_FIELDS
 from moesim.config.run import RUN_FIELDS
+
 prof = sys.argv[1]
 df = pd.read_csv('results/heldout-cpu-quiet/results.csv')
 df = df[df.ep == 1].copy()
