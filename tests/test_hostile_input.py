@@ -223,6 +223,17 @@ def test_profile_extremes_are_rejected(tmp_path, field, value):
         load_profile(path)
 
 
+def test_profile_phases_without_kernels_is_rejected(tmp_path):
+    """Fuzz seed 4351 (2026-12-03): a datasheet profile whose efficiency.phases lost its
+    'kernels' table predicted NaN times with exit 0; it must name the missing counts."""
+    text = (Path(__file__).parents[1] / "hardware_profiles" / "b200.yaml").read_text()
+    start = text.index("    kernels: {router")
+    path = tmp_path / "p.yaml"
+    path.write_text(text[:start] + text[text.index("\n", start) + 1:])
+    with pytest.raises(ConfigError, match="efficiency.phases.kernels.*missing"):
+        load_profile(path)
+
+
 def test_profile_with_base_and_bad_sources(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("name: p\ndescription: d\nbase: h100-sxm\nsources: 3\n")

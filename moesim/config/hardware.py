@@ -246,7 +246,7 @@ class PhaseCosts(_Frozen):
     to ``efficiency.memory_bandwidth``.
     """
 
-    kernels: dict[str, float] = Field(default_factory=dict)
+    kernels: dict[str, float] = Field(default_factory=dict, validate_default=True)
     memory_efficiency: dict[str, float] = Field(default_factory=dict)
     basis: Literal["measured", "assumption"]
     note: str = Field(min_length=3)
