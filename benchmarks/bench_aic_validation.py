@@ -35,7 +35,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-BASES = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm", "b200_sxm": "b200"}
+BASES = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm", "b200_sxm": "b200",
+         # held-out systems: calibrated and validated first after the last model change
+         "a100_sxm": "a100-sxm-80gb", "gb200": "gb200-nvl72", "l40s": "l40s"}
 TOKEN_BINS = [0, 16, 256, 2048, np.inf]
 #: moesim's moe_perf model (fixed costs of the fused kernel per call and per held expert, fitted
 #: jointly with its factor; local-row permute, the collectors' power-law routing with loads
@@ -44,6 +46,8 @@ TOKEN_BINS = [0, 16, 256, 2048, np.inf]
 #: these backends' validation tables: they are a development set. The other backends were
 #: first predicted after the last model change: the held-out set.
 DEVELOPMENT_BACKENDS = ("trtllm",)
+#: ... on these systems; A100, GB200 and L40S were never looked at while developing it.
+DEVELOPMENT_SYSTEMS = ("h100_sxm", "h200_sxm", "b200_sxm")
 
 
 def stratified(df: pd.DataFrame, per_stratum: int, seed: int) -> pd.DataFrame:
@@ -217,7 +221,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     provenance = {"validation_set": ("development (model changes were chosen after viewing "
                                       "trtllm validation tables)"
-                                      if args.backend in DEVELOPMENT_BACKENDS else
+                                      if args.backend in DEVELOPMENT_BACKENDS
+                                      and args.system in DEVELOPMENT_SYSTEMS else
                                       "held-out (first predicted after the last model change)"),
                   "measured_by": f"NVIDIA AIConfigurator on real GPUs ({reader.PACKAGE} "
                                  f"{reader.package_version()})",

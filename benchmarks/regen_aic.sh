@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Refit every AIConfigurator-calibrated GPU profile and re-run its held-out validation with
 # today's model (run after any change to moesim/core, moesim/calibration/aic or the datasheet
-# profiles). CPU only; ~15-20 min on 2 cores. Needs `pip install -e '.[aic]'`.
+# profiles). CPU only; ~15 min on 2 cores. Needs `pip install -e '.[aic]'`.
 #   bash benchmarks/regen_aic.sh            # all systems x backends
 #   bash benchmarks/regen_aic.sh h200_sxm   # one system
 set -euo pipefail
 cd "$(dirname "$0")/.."
-declare -A BASE=([h100_sxm]=h100-sxm [h200_sxm]=h200-sxm [b200_sxm]=b200)
-SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm}")
+# h100/h200/b200: the systems the moe_perf model was developed on; a100/gb200/l40s: held-out
+# systems (first calibrated and validated after the last model change, 2026-12-03)
+declare -A BASE=([h100_sxm]=h100-sxm [h200_sxm]=h200-sxm [b200_sxm]=b200
+                 [a100_sxm]=a100-sxm-80gb [gb200]=gb200-nvl72 [l40s]=l40s)
+SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm a100_sxm gb200 l40s}")
 for sys in ${SYSTEMS[@]}; do
   for be in trtllm vllm sglang; do
     python -m moesim calibrate --from-aic "$sys" --backend "$be" --base "${BASE[$sys]}" \
