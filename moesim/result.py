@@ -69,7 +69,8 @@ def assemble_outputs(costs: dict, overlap: np.ndarray, half: dict | None, rows: 
         "time_s": time_s,
         "tokens_per_s": rows.tokens * place.num_devices / time_s,
         **{f"{p}_s": breakdown[p] for p in layer.PHASES},
-        "overlap_hidden_s": stack.sum(axis=1) - time_s,
+        # summing the phases may round a few ulps below time_s: nothing hidden is 0, not -1e-18
+        "overlap_hidden_s": np.maximum(stack.sum(axis=1) - time_s, 0.0),
         "bottleneck": bottleneck,
         "slowest_device": dev.astype(float),
         "flops": _pick(costs["flops"], dev),

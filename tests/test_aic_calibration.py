@@ -183,3 +183,15 @@ def test_moe_perf_row_prediction_composes_the_timed_region():
     e = out.experts_s.to_numpy()
     assert 1.7 < e[1] / e[0] < 2.1
     assert 0.4 < e[2] / e[1] < 0.6
+
+
+def test_alpha_beta_fit_of_a_flat_table_stays_physical():
+    """A latency-bound kernel (times that do not grow with bytes: GB200 DeepEP LL on trtllm)
+    drove the unbounded fit to 1.9e26 B/s, beyond the profile schema; the bound keeps the
+    bandwidth at comm_fit.MAX_FIT_BYTES_PER_S and the latency at the flat time."""
+    nbytes = np.array([1e3, 1e4, 1e5, 1e6])
+    lat, bw = comm_fit.fit_alpha_beta(nbytes, np.full(4, 2e-5))
+    assert bw <= comm_fit.MAX_FIT_BYTES_PER_S * (1 + 1e-9)
+    assert lat == pytest.approx(2e-5, rel=1e-3)
+    lat, bw = comm_fit.fit_alpha_beta(nbytes, 5e-6 + nbytes / 1e11)
+    assert lat == pytest.approx(5e-6, rel=1e-6) and bw == pytest.approx(1e11, rel=1e-6)

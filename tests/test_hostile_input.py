@@ -307,3 +307,16 @@ def test_predict_many_refuses_what_would_not_fit():
 def test_bad_sweeps_are_clean_errors(sweep):
     with pytest.raises(ConfigError, match="sweep"):
         scenario_from_text(HEAD + f"sweep: {sweep}\n", file="s.yaml")
+
+
+def test_overlap_hidden_is_never_negative():
+    """Fuzz seed 7831 (2026-12-03): with nothing hidden, the phases' sum rounded a few ulps
+    below the layer time and overlap_hidden_s came out -3.5e-18."""
+    from moesim import predict_many
+
+    rows = [{"model": "mixtral-8x7b", "hardware": hw, "tokens": t, "ep": ep, "overlap": o}
+            for hw in ("cpu-epyc-zen4-1t-shared2", "h100-sxm") for t in (7, 64, 333)
+            for ep in (1, 2) for o in ("none", "shared", "two-batch")]
+    out = predict_many(pd.DataFrame(rows))
+    assert (out["overlap_hidden_s"] >= 0).all()
+    assert (out.loc[out["overlap"] == "none", "overlap_hidden_s"] == 0).all()

@@ -29,12 +29,21 @@ def deepep_bytes(tokens, top_k, hidden, ep: int = DEEPEP_RANKS) -> np.ndarray:
     return np.asarray(tokens, float) * ranks_hit * (ep - 1) / ep * np.asarray(hidden, float) * 2.0
 
 
+#: Fastest effective bandwidth a fit may report: a table whose times do not grow with its bytes
+#: (a latency-bound kernel) drives the unbounded fit to 1e26 B/s; 1e14 B/s is 50x the fastest
+#: link any of these systems has (NVLink 5, 1.8e12 B/s per direction), so the bytes term stays
+#: negligible there, as measured, and the profile stays within its schema's range.
+MAX_FIT_BYTES_PER_S = 1e14
+
+
 def fit_alpha_beta(nbytes: np.ndarray, t_s: np.ndarray) -> tuple[float, float]:
-    """(latency_s, bandwidth_bytes_per_s) minimising the relative error of t = a + b / bw."""
+    """(latency_s, bandwidth_bytes_per_s) minimising the relative error of t = a + b / bw,
+    with bw <= :data:`MAX_FIT_BYTES_PER_S`."""
     def resid(p):
         return np.log(np.exp(p[0]) + nbytes * np.exp(p[1])) - np.log(t_s)
     start = [np.log(max(np.min(t_s), 1e-7)), np.log(1e-11)]
-    sol = least_squares(resid, start)
+    lower = [-np.inf, -np.log(MAX_FIT_BYTES_PER_S)]
+    sol = least_squares(resid, start, bounds=(lower, [np.inf, np.inf]))
     return float(np.exp(sol.x[0])), float(1.0 / np.exp(sol.x[1]))
 
 

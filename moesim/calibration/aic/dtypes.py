@@ -31,6 +31,8 @@ DTYPES: dict[str, AicDtype] = {
     "w4a8_mxfp4_mxfp8": AicDtype("w4a8_mxfp4_mxfp8", "fp8", 0.5 + 1.0 / 32, 1.0 + 1.0 / 32,
                                  "fp8"),
     "int4_wo": AicDtype("int4_wo", "bf16", 0.5 + 2.0 / 128, 2.0, "bf16"),
+    # int8 weight-only (w8a16, per-channel scales: negligible bytes per weight)
+    "int8_wo": AicDtype("int8_wo", "bf16", 1.0, 2.0, "bf16"),
 }
 
 #: moesim dtype names (config/dtypes.py) that read an AIC grid of another name
