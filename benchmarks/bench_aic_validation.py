@@ -58,8 +58,10 @@ def stratified(df: pd.DataFrame, per_stratum: int, seed: int) -> pd.DataFrame:
 def load_rows(system: str, backend: str, per_stratum: int, seed: int):
     from moesim.calibration.aic import fit, reader
 
+    from moesim.calibration.aic.dtypes import mapped
+
     ref = reader.locate(system, "moe_perf", backend)
-    df = fit.fused_kernel_rows(reader.load(ref))
+    df = fit.fused_kernel_rows(mapped(reader.load(ref), "moe_dtype")[0])
     df["shape_kind"] = np.where(fit.is_calibration_shape(df), "calibration", "validation")
     df["ep_gt1"] = df.moe_ep_size > 1
     df["token_bin"] = pd.cut(df.num_tokens, TOKEN_BINS, labels=["<=16", "<=256", "<=2048", ">2048"])

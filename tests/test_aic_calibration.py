@@ -195,3 +195,11 @@ def test_alpha_beta_fit_of_a_flat_table_stays_physical():
     assert lat == pytest.approx(2e-5, rel=1e-3)
     lat, bw = comm_fit.fit_alpha_beta(nbytes, 5e-6 + nbytes / 1e11)
     assert lat == pytest.approx(5e-6, rel=1e-6) and bw == pytest.approx(1e11, rel=1e-6)
+
+
+def test_unmapped_table_dtypes_are_left_out_and_named():
+    from moesim.calibration.aic.dtypes import mapped
+
+    df = pd.DataFrame({"gemm_dtype": ["bfloat16", "sq", "fp8", "sq", "int8_wo"], "m": range(5)})
+    kept, left = mapped(df, "gemm_dtype")
+    assert kept.gemm_dtype.tolist() == ["bfloat16", "fp8", "int8_wo"] and left == ["sq"]

@@ -44,3 +44,11 @@ def lookup(name: str) -> AicDtype:
         raise KeyError(f"AIConfigurator dtype '{name}' has no moesim mapping "
                        f"(known: {', '.join(sorted(DTYPES))})")
     return DTYPES[name]
+
+
+def mapped(df, column: str):
+    """(rows whose ``column`` dtype moesim maps, sorted names of the dtypes left out): a
+    table may hold formats moesim has no cost for (e.g. ``sq``, SmoothQuant W8A8, on A100);
+    they are left out of fits and validations, and the caller records which."""
+    known = df[column].isin(list(DTYPES))
+    return df[known], sorted(set(df.loc[~known, column].astype(str)))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from moesim.calibration.aic import factor_fit, gemm_fit, moe, reader
-from moesim.calibration.aic.dtypes import MOESIM_ALIASES, lookup
+from moesim.calibration.aic.dtypes import MOESIM_ALIASES, lookup, mapped
 
 #: (hidden, inter, experts, top-k): Mixtral 8x7B, Qwen3-30B-A3B, gpt-oss-120b, DeepSeek-V3
 CALIBRATION_SHAPES = ((4096, 14336, 8, 2), (2048, 768, 128, 8), (2880, 2880, 128, 4),
@@ -39,7 +39,7 @@ def fused_kernel_rows(df: pd.DataFrame) -> pd.DataFrame:
 def gemm_section(profile, system, backend, version=None, root=None) -> tuple[dict, dict, dict]:
     """(compute updates, efficiency.gemm, provenance+quality) from ``gemm_perf``."""
     ref = reader.locate(system, "gemm_perf", backend, version, root)
-    df = reader.load(ref)
+    df, unmapped = mapped(reader.load(ref), "gemm_dtype")
     launch = gemm_fit.launch_floor_s(df)
     tiled = _with_tile(profile, TILE_M)
     grids, quality = gemm_fit.fit_gemm(tiled, df, gemm_fit.dtype_floors_s(df))
@@ -56,6 +56,8 @@ def gemm_section(profile, system, backend, version=None, root=None) -> tuple[dic
                     f"shape; weight-only formats: the grid of the dtype they compute in moved to their own roofline "
                     f"(gemm_fit.transfer_grid)")}
     compute = {"launch_overhead_s": round(launch, 9), "gemm_tile_m": TILE_M}
+    if unmapped:
+        quality["dtypes_left_out"] = unmapped  # no moesim cost for them
     return compute, eff, {"gemm": ref.provenance(len(df)), "gemm_quality": quality}
 
 
@@ -108,7 +110,7 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     doc["compute"].update(compute)
     doc["efficiency"]["gemm"] = gemm_eff
     moe_ref = reader.locate(system, "moe_perf", backend, version, root)
-    moe_df = reader.load(moe_ref)
+    moe_df, moe_unmapped = mapped(reader.load(moe_ref), "moe_dtype")
     staged = HardwareProfile.model_validate(doc)
     table, fixed, gq = fit_grouped_factor(staged, moe_df)
     counts = {k: v["rows"] for k, v in gq.items()}
@@ -133,6 +135,8 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     quality = {"gemm": gprov["gemm_quality"], "grouped_gemm": gq,
                "alltoall": {k: {"in_sample": v["in_sample"], "holdout": v["holdout"]}
                             for k, v in kernels.items()}}
+    if moe_unmapped:
+        quality["moe_perf_dtypes_left_out"] = moe_unmapped  # no moesim cost for them
     provenance = {"source": f"AIConfigurator measured database ({reader.PACKAGE} "
                             f"{reader.package_version()}), measured on real GPUs by NVIDIA",
                   "system": system, "backend": backend,
