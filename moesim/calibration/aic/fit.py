@@ -56,9 +56,8 @@ def gemm_section(profile, system, backend, version=None, root=None) -> tuple[dic
                     f"shape; weight-only formats: the grid of the dtype they compute in moved to their own roofline "
                     f"(gemm_fit.transfer_grid)")}
     compute = {"launch_overhead_s": round(launch, 9), "gemm_tile_m": TILE_M}
-    if unmapped:
-        quality["dtypes_left_out"] = unmapped  # no moesim cost for them
-    return compute, eff, {"gemm": ref.provenance(len(df)), "gemm_quality": quality}
+    return compute, eff, {"gemm": ref.provenance(len(df)), "gemm_quality": quality,
+                          "gemm_unmapped": unmapped}
 
 
 def _with_tile(profile, tile_m: int):
@@ -135,8 +134,9 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     quality = {"gemm": gprov["gemm_quality"], "grouped_gemm": gq,
                "alltoall": {k: {"in_sample": v["in_sample"], "holdout": v["holdout"]}
                             for k, v in kernels.items()}}
-    if moe_unmapped:
-        quality["moe_perf_dtypes_left_out"] = moe_unmapped  # no moesim cost for them
+    for table, left in (("gemm_perf", gprov["gemm_unmapped"]), ("moe_perf", moe_unmapped)):
+        if left:  # formats moesim has no cost for
+            quality[f"{table}_dtypes_left_out"] = left
     provenance = {"source": f"AIConfigurator measured database ({reader.PACKAGE} "
                             f"{reader.package_version()}), measured on real GPUs by NVIDIA",
                   "system": system, "backend": backend,
