@@ -17,16 +17,13 @@ link) at the tokens each device feeds it. Costs per layer kind: ``moesim.core.st
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moesim.config import ConfigError, load_profile
 from moesim.config.dtypes import bytes_per_element, compute_dtype, weight_bytes_per_param
-from moesim.config.limits import bounded, not_bool
-from moesim.config.yamlio import pydantic_error
+from moesim.config.model_run import (MODEL_RUN_FIELDS, MOE_RUN_FIELDS,  # noqa: F401
+                                     RUN_SIZE_FIELDS, ModelRun, validate_model_run)
 from moesim.core import footprint, layer, params, step
 
 #: Kernels per block of a fused serving engine (CUDA graphs; vLLM/SGLang/TRT-LLM fuse rope +
@@ -38,10 +35,6 @@ ENGINE_KERNELS = {
     "fused": {"attention": 3.0, "norm": 1.0, "embed": 1.0, "lm_head": 2.0, "activation": 1.0},
     "eager": {"attention": 18.0, "norm": 7.0, "embed": 1.0, "lm_head": 2.0, "activation": 2.0},
 }
-MODEL_RUN_FIELDS = ("phase", "batch", "prompt_len", "context", "tp", "dp_attn", "pp", "moe_tp",
-                    "kv_dtype", "engine", "mla_decode", "memory_utilization")
-MOE_RUN_FIELDS = ("placement", "routing", "overlap", "a2a_kernel", "a2a_impl", "capacity_factor",
-                  "drop_tokens", "seed")
 OUTPUT_COLUMNS = ("ttft_s", "tpot_s", "step_time_s", "tokens_per_s", "tokens_per_s_per_device",
                   "tokens_per_s_per_node", "devices", "ep",
                   *[f"{k}_s" for k in step.KINDS], "attention_core_s", "pp_bubble_s",
@@ -49,48 +42,6 @@ OUTPUT_COLUMNS = ("ttft_s", "tpot_s", "step_time_s", "tokens_per_s", "tokens_per
                   "workspace_bytes_per_device", "memory_bytes_per_device",
                   "memory_capacity_bytes", "fits_in_memory", "max_batch", "bottleneck",
                   "moe_bottleneck", "moe_experts_hit", "total_params", "active_params")
-
-
-#: Integer run fields, bounded by :data:`moesim.config.limits.FIELD_LIMITS`.
-RUN_SIZE_FIELDS = ("batch", "prompt_len", "context", "tp", "dp_attn", "pp", "moe_tp")
-
-
-class ModelRun(BaseModel):
-    """How a whole model is served; see the module docstring."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    phase: Literal["prefill", "decode"] = "decode"
-    batch: int = Field(1, gt=0, description="sequences in flight over the whole deployment")
-    prompt_len: int = Field(1024, gt=0, description="prefill: prompt tokens per sequence")
-    context: int = Field(4096, ge=0, description="decode: tokens already in each KV cache")
-    tp: int = Field(1, gt=0)
-    dp_attn: int = Field(1, gt=0)
-    pp: int = Field(1, gt=0)
-    moe_tp: int = Field(1, gt=0)
-    kv_dtype: str | None = Field(None, description="KV-cache dtype (default: activation dtype)")
-    engine: Literal["fused", "eager"] = "fused"
-    mla_decode: Literal["absorbed", "expand"] = Field(
-        "absorbed", description="MLA decode: attend in the cached latent (FlashMLA, serving "
-                                "engines) or re-expand it every step (Hugging Face transformers)")
-    memory_utilization: float = Field(0.9, gt=0, le=1.0)
-
-    @field_validator(*RUN_SIZE_FIELDS, mode="before")
-    @classmethod
-    def _not_bool(cls, value, info):
-        return not_bool(value, info.field_name)
-
-    @field_validator(*RUN_SIZE_FIELDS)
-    @classmethod
-    def _bounded(cls, value: int, info) -> int:
-        return bounded(value, info.field_name)
-
-
-def validate_model_run(data: dict) -> ModelRun:
-    try:
-        return ModelRun.model_validate(data)
-    except ValidationError as exc:
-        raise pydantic_error(exc, model_cls=ModelRun) from None
 
 
 def _check_models(cols: dict) -> None:
