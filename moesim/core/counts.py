@@ -84,9 +84,9 @@ class SlotCounts:
         distinct row: sweeps repeat the same batch size across many rows)."""
         cap = np.full(self.prob.shape, np.inf) if self.cap is None else self.cap
         n_full = np.broadcast_to(self.trials, self.prob.shape)
-        if _same_rows(self.prob) and _same_rows(cap):  # a batch-size sweep of one layout
-            rows, row_of = _distinct_rows(n_full[:, :1])
-        else:
+        rows, row_of = _distinct_rows(n_full[:, :1])  # by batch size first (a sweep's usual
+        if not (_same_as_first(self.prob, rows, row_of)  # axis); exact only if the rows of one
+                and _same_as_first(cap, rows, row_of)):  # batch size are the same row
             rows, row_of = _distinct_rows(n_full, self.prob, cap)
         flat = [a[rows].reshape(-1, 1) for a in (n_full, self.prob, cap)]
         first, inverse = _distinct_rows(*flat)  # then once per distinct slot distribution
@@ -94,8 +94,9 @@ class SlotCounts:
         return tiles[inverse].reshape(rows.size, -1)[row_of]
 
 
-def _same_rows(a: np.ndarray) -> bool:
-    return bool((a == a[:1]).all())
+def _same_as_first(a: np.ndarray, first: np.ndarray, row_of: np.ndarray) -> bool:
+    """Every row equals the first row of its group (``first[row_of]``)."""
+    return bool((a == a[first][row_of]).all())
 
 
 def _distinct_rows(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
