@@ -28,7 +28,9 @@ def representatives(column: pd.Series, integral: bool) -> list[int]:
         return []
     if values.dtype.kind in "iu":
         return [int(values.argmin()), int(values.argmax())]
-    if values.dtype.kind != "f":  # strings, bools, mixed objects, nullable columns
+    if values.dtype.kind != "f" and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return pd.Series(values).drop_duplicates().index.tolist()  # one per distinct string
+    if values.dtype.kind != "f":  # bools, mixed objects, nullable columns
         try:  # by type too: True == 1 would hide a bool among integers
             first = {}
             for i, v in enumerate(values):
