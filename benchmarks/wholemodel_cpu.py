@@ -90,21 +90,23 @@ def measure_case(model, phase: str, batch: int, new: int, context: int, budget_s
     gen = torch.Generator().manual_seed(1)
     ids = [torch.randint(0, VOCAB, (batch, new if phase == "prefill" else context), generator=gen)
            for _ in range(2)]
+    # prefill computes the logits of each sequence's last position only, as serving engines do
+    # and as moesim costs it (transformers' default, logits_to_keep=0, computes all of them)
+    def prefill(x):
+        model(input_ids=x, cache=DynamicCache(config=model.config), use_cache=True,
+              logits_to_keep=1)
     with torch.inference_mode():
         if phase == "prefill":
-            stats = bench(lambda x: model(input_ids=x, cache=DynamicCache(
-                config=model.config), use_cache=True), ids, cfg)
+            run, inputs = prefill, ids
         else:
             cache = DynamicCache(config=model.config)
             model(input_ids=ids[0], cache=cache, use_cache=True)
-            step = [torch.randint(0, VOCAB, (batch, 1), generator=gen) for _ in range(2)]
 
-            def decode(x):
+            def run(x):
                 model(input_ids=x, cache=cache, use_cache=True)
                 cache.crop(-1)
-            stats = bench(decode, step, cfg)
-        run, inputs = ((lambda x: model(input_ids=x, cache=DynamicCache(config=model.config),
-                                        use_cache=True)), ids) if phase == "prefill" else (decode, step)
+            inputs = [torch.randint(0, VOCAB, (batch, 1), generator=gen) for _ in range(2)]
+        stats = bench(run, inputs, cfg)
         kinds = kind_times(model, run, inputs)
     return {"measured_s": stats.median_s, "iqr_s": stats.q3_s - stats.q1_s, "n": stats.n, **kinds}
 
