@@ -27,10 +27,13 @@ VOCAB = 2048
 #: Disjoint sets of shapes: calibration (overheads), development (the first validation table,
 #: looked at before the per-expert overhead was added), held-out (measured after it; looked at
 #: before MLA decode was costed in transformers' re-expanding form, so a development set since
-#: 2026-12-03) and held-out-2 (measured after that change).
+#: 2026-12-03), held-out-2 (measured after that change; looked at per layer kind before the
+#: prefill logits were matched and the overheads fitted per kind, so a development set since)
+#: and held-out-3 (measured after those changes).
 SETS = {"calibration": (192, [(8, 2, 192)]), "development": (256, [(8, 2, 256), (32, 4, 128)]),
         "held-out": (384, [(16, 2, 192), (16, 3, 384)]),
-        "held-out-2": (320, [(24, 2, 160), (12, 3, 320)])}
+        "held-out-2": (320, [(24, 2, 160), (12, 3, 320)]),
+        "held-out-3": (448, [(20, 2, 224), (10, 3, 448)])}
 
 
 def arch_configs(which: str = "held-out") -> list[dict]:
@@ -149,13 +152,13 @@ def calibrate(out: Path, budget_s: float) -> str:
     (tiny models of their own shapes: 1 and 3 MoE layers, decode at batch 1 and 16, prefill
     of 32 tokens). Eager ``transformers`` loops over the experts a batch hits, one kernel per
     linear, so the profile sets ``grouped_gemm: false``; then, beyond that profile's
-    prediction, ``measured - predicted = a + b layers + c moe_layers experts_hit`` (``b`` per
-    attention family). ``b`` / launch_overhead_s is added to the attention block's kernels
-    (``attention`` for GQA, ``attention_mla``), ``a`` to the LM head's (per step) and ``c`` to
-    the per-hit-expert ``activation`` kernels (the loop's gather, scatter and routing ops).
-    (Tried 2026-12-03 and not kept: fitting each layer kind's hooked time on its own moved the
-    held-out-2 MAPE from 18.8 % to 21.0 %: the calibration shapes' per-kind overheads do not
-    carry over to larger ones.)"""
+    prediction, each layer kind's hooked time (:func:`kind_times`) is fitted on its own:
+    attention ``b layers`` (``b`` per attention family, added to the ``attention`` /
+    ``attention_mla`` kernels), MoE ``c moe_layers experts_hit`` (the per-hit-expert
+    ``activation`` kernels: the loop's gather, scatter and routing ops) and the rest of the step
+    (norms, residuals, embedding, LM head, the framework) ``a + e layers`` (``a`` on the LM
+    head's kernels per step, ``e`` on the two norms' kernels per layer). One fit of the total
+    step time (until 2026-12-03) let one kind's overhead stand in for another's."""
     from moesim.config import load_profile
 
     launch = load_profile(PROFILE).compute.launch_overhead_s
@@ -171,20 +174,35 @@ def calibrate(out: Path, budget_s: float) -> str:
                          **meas})
     path = _write_profile(out, {}, launch, "grouped_gemm only")
     pred = predict_rows(rows, path)
-    resid = np.array([r["measured_s"] for r in rows]) - pred["step_time_s"].to_numpy()
-    layers = np.array([r["layers"] for r in rows], float)
-    mla = np.array([r["arch"] == "deepseek_v3" for r in rows])
-    hits = pred["moe_experts_hit"].to_numpy() * [r["fields"]["moe_layers"] for r in rows]
-    design = np.stack([np.ones_like(layers), layers * ~mla, layers * mla, hits], axis=1)
-    (step_s, gqa_s, mla_s, hit_s), *_ = np.linalg.lstsq(design, resid, rcond=None)
-    note = (f"eager transformers overheads fitted on {len(rows)} calibration steps: per step "
-            f"{step_s * 1e3:.3f} ms, per GQA layer {gqa_s * 1e3:.3f} ms, per MLA layer "
-            f"{mla_s * 1e3:.3f} ms, per hit expert {hit_s * 1e3:.3f} ms beyond the base profile")
-    extra = {"attention": gqa_s, "attention_mla": mla_s, "lm_head": step_s, "activation": hit_s}
+    extra = _fit_overheads(rows, pred)
+    note = (f"eager transformers overheads fitted per layer kind on {len(rows)} calibration "
+            f"steps beyond the base profile: per step {extra['lm_head'] * 1e3:.3f} ms, per layer "
+            f"(norms, residuals) {2 * extra['norm'] * 1e3:.3f} ms, per GQA layer "
+            f"{extra['attention'] * 1e3:.3f} ms, per MLA layer {extra['attention_mla'] * 1e3:.3f} "
+            f"ms, per hit expert {extra['activation'] * 1e3:.3f} ms")
     print(note)
     pd.DataFrame([{k: v for k, v in r.items() if k != "fields"} for r in rows]).to_csv(
         out / "calibration.csv", index=False, float_format="%.6g")
     return _write_profile(out, extra, launch, note)
+
+
+def _fit_overheads(rows: list[dict], pred: pd.DataFrame) -> dict:
+    """Seconds of overhead per kernel block (see :func:`calibrate`): each layer kind's least
+    squares of its hooked measured time minus its predicted time on the calibration steps."""
+    col = lambda k: np.array([r[k] for r in rows], float)  # noqa: E731
+    layers = col("layers")
+    mla = np.array([r["arch"] == "deepseek_v3" for r in rows])
+    hits = pred["moe_experts_hit"].to_numpy() * [r["fields"]["moe_layers"] for r in rows]
+
+    def fit(design, resid):
+        return np.linalg.lstsq(np.stack(design, axis=1), resid, rcond=None)[0]
+    gqa_s, mla_s = fit([layers * ~mla, layers * mla],
+                       col("measured_attention_s") - pred["attention_s"].to_numpy())
+    (hit_s,) = fit([hits], col("measured_moe_s") - pred["moe_s"].to_numpy())
+    other = pred[["norms_s", "embed_s", "lm_head_s"]].sum(axis=1).to_numpy()
+    step_s, layer_s = fit([np.ones_like(layers), layers], col("measured_other_s") - other)
+    return {"attention": gqa_s, "attention_mla": mla_s, "activation": hit_s,
+            "lm_head": step_s, "norm": layer_s / 2.0}  # two norms per layer
 
 
 def _write_profile(out: Path, extra_s: dict, launch: float, note: str) -> str:
