@@ -84,9 +84,10 @@ class SlotCounts:
         distinct row: sweeps repeat the same batch size across many rows)."""
         cap = np.full(self.prob.shape, np.inf) if self.cap is None else self.cap
         n_full = np.broadcast_to(self.trials, self.prob.shape)
-        rows, row_of = _distinct_rows(n_full[:, :1])  # by batch size first (a sweep's usual
-        if not (_same_as_first(self.prob, rows, row_of)  # axis); exact only if the rows of one
-                and _same_as_first(cap, rows, row_of)):  # batch size are the same row
+        # distinct rows by batch size first (a sweep's usual axis: rows of one batch size share
+        # their probabilities); checked, and by every column where that does not hold
+        rows, row_of = _distinct_rows(n_full[:, :1])
+        if not (_same_as_first(self.prob, rows, row_of) and _same_as_first(cap, rows, row_of)):
             rows, row_of = _distinct_rows(n_full, self.prob, cap)
         flat = [a[rows].reshape(-1, 1) for a in (n_full, self.prob, cap)]
         first, inverse = _distinct_rows(*flat)  # then once per distinct slot distribution
@@ -138,8 +139,9 @@ def _memo_row_tiles(n, p, cap, tile_m: int) -> np.ndarray:
     out = _row_tiles(n, p, cap, tile_m)
     out.flags.writeable = False
     _TILE_MEMO[key] = out
-    while sum(v.nbytes for v in _TILE_MEMO.values()) > _TILE_MEMO_BYTES:
-        _TILE_MEMO.popitem(last=False)
+    held = sum(v.nbytes for v in _TILE_MEMO.values())
+    while _TILE_MEMO and held > _TILE_MEMO_BYTES:  # oldest out first
+        held -= _TILE_MEMO.popitem(last=False)[1].nbytes
     return out
 
 
