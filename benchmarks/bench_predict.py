@@ -1,8 +1,15 @@
 """How many configs per second ``predict_many`` evaluates (target: >= 200 000/s on 2 cores).
 
-Run: ``python benchmarks/bench_predict.py [--rows 100000]``. Prints a table and one JSON line.
-The sweep mixes models, hardware, tokens, top_k, ep, placement, routing, overlap and dtypes so
-that many routing/placement groups are exercised, as a real scenario sweep would.
+Run: ``python benchmarks/bench_predict.py [--rows 100000]``. Prints a table and one JSON line
+per sweep:
+
+- ``tokens``: the shape of a scenario sweep, two profiles x ``rows / 2`` distinct token counts
+  (Mixtral 8x7B, EP 8): every row a distinct config;
+- ``tokens-deepseek``: the same with DeepSeek-V3 (256 experts, EP 8; fewer rows, as
+  ``limits.MAX_PREDICT_CELLS`` bounds rows x expert slots per call);
+- ``mixed``: models, hardware, tokens (powers of two), top_k, ep, placement, routing and
+  overlap drawn at random, so many routing/placement groups are exercised; rows repeat configs
+  (the ``distinct`` column), which ``predict_many`` evaluates once.
 """
 from __future__ import annotations
 
@@ -38,31 +45,48 @@ def build_sweep(rows: int, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    df = build_sweep(args.rows)
+def token_sweep(rows: int, model: str) -> pd.DataFrame:
+    half = rows // 2
+    return pd.DataFrame({"model": model, "hardware": np.repeat(["h100-sxm", "h200-sxm"], half),
+                         "tokens": np.tile(np.arange(1, half + 1), 2), "ep": 8})
+
+
+def time_sweep(name: str, df: pd.DataFrame, repeats: int) -> dict:
     predict_many(df.head(100))  # warm caches (profiles, presets)
     times, cpu = [], []
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
         out = predict_many(df)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-    best, median, cpu_median = min(times), float(np.median(times)), float(np.median(cpu))
-    groups = df.groupby(["model", "hardware", "ep", "placement", "routing"]).ngroups
-    load = os.getloadavg()[0]
-    print(f"{'rows':>8} {'groups':>7} {'median s':>9} {'best s':>7} {'cpu s':>6} {'configs/s':>11}"
-          f" {'load':>5}")
-    print(f"{len(df):>8} {groups:>7} {median:>9.2f} {best:>7.2f} {cpu_median:>6.2f} "
-          f"{len(df) / median:>11,.0f} {load:>5.2f}")
     assert out["time_s"].notna().all()
-    print(json.dumps({"rows": len(df), "median_s": median, "cpu_s": cpu_median,
-                      "configs_per_s": len(df) / median, "load_average_1min": load,
-                      "moesim": __version__, "python": platform.python_version(),
-                      "machine": platform.processor() or platform.machine()}))
+    median = float(np.median(times))
+    distinct = len(df.drop_duplicates())
+    return {"sweep": name, "rows": len(df), "distinct": distinct, "median_s": median,
+            "best_s": min(times), "cpu_s": float(np.median(cpu)),
+            "configs_per_s": len(df) / median, "distinct_per_s": distinct / median}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    sweeps = {"tokens": token_sweep(args.rows, "mixtral-8x7b"),
+              "tokens-deepseek": token_sweep(min(args.rows, 70_000), "deepseek-v3"),
+              "mixed": build_sweep(args.rows)}
+    results = [time_sweep(name, df, args.repeats) for name, df in sweeps.items()]
+    load = os.getloadavg()[0]
+    print(f"{'sweep':<16} {'rows':>7} {'distinct':>8} {'median s':>9} {'best s':>7} {'cpu s':>6}"
+          f" {'configs/s':>10} {'distinct/s':>10}")
+    for r in results:
+        print(f"{r['sweep']:<16} {r['rows']:>7} {r['distinct']:>8} {r['median_s']:>9.3f} "
+              f"{r['best_s']:>7.3f} {r['cpu_s']:>6.2f} {r['configs_per_s']:>10,.0f} "
+              f"{r['distinct_per_s']:>10,.0f}")
+    for r in results:
+        print(json.dumps({**r, "load_average_1min": load, "moesim": __version__,
+                          "python": platform.python_version(),
+                          "machine": platform.processor() or platform.machine()}))
 
 
 if __name__ == "__main__":

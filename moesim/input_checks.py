@@ -10,22 +10,25 @@ from moesim.config.limits import MAX_PREDICT_CELLS
 from moesim.config.run import RUN_FIELDS, validate_run
 
 
-def check_run_values(df: pd.DataFrame) -> None:
-    """Every run column is valid, checked a column at a time without a Python loop over rows:
-    RunConfig's checks are per field and interval-shaped, so a numeric column is valid when its
-    minimum, maximum and any NaN or non-integral value are; other columns by distinct value."""
-    for col in RUN_FIELDS:
-        values = df[col].to_numpy()
-        for i in representatives(df[col], integral=col != "capacity_factor"):
-            value = values[i]
+def check_run_values(df: pd.DataFrame, fields=RUN_FIELDS) -> None:
+    """Every run column in ``fields`` is valid, checked a column at a time without a Python loop
+    over rows: RunConfig's checks are per field and interval-shaped, so a numeric column is valid
+    when its minimum, maximum and any NaN or non-integral value are; other columns by distinct
+    value."""
+    for col in fields:
+        column = df[col]
+        for i in representatives(column, integral=col != "capacity_factor"):
+            value = column.iloc[i]
             validate_run({"tokens": 1, col: value.item() if hasattr(value, "item") else value})
 
 
 def representatives(column: pd.Series, integral: bool) -> list[int]:
     """Positions of the values of ``column`` whose validity implies that of all the others."""
-    values = column.to_numpy()
-    if len(values) == 0:
+    if len(column) == 0:
         return []
+    if isinstance(column.dtype, pd.StringDtype):  # one per distinct string, without unboxing
+        return np.flatnonzero(~column.duplicated().to_numpy()).tolist()
+    values = column.to_numpy()
     if values.dtype.kind in "iu":
         return [int(values.argmin()), int(values.argmax())]
     if values.dtype.kind != "f" and pd.api.types.infer_dtype(values, skipna=False) == "string":
@@ -49,15 +52,21 @@ def representatives(column: pd.Series, integral: bool) -> list[int]:
 
 def row_cells(df: pd.DataFrame, experts) -> np.ndarray:
     """Per row, the width of its [rows, expert slots + devices] arrays: experts, the redundant
-    slots of ``replicated:R`` (R = ep when omitted) and ep."""
+    slots of ``replicated:R`` (R = ep when omitted or not a number) and ep."""
     ep = np.asarray(df["ep"], dtype=float) if "ep" in df.columns else np.ones(len(df))
-    place = df["placement"].astype(str) if "placement" in df.columns else \
-        pd.Series("contiguous", index=df.index)
-    arg = place.str.partition(":")[2]
-    redundant = np.where(place.str.startswith("replicated"),
-                         pd.to_numeric(arg.where(arg != ""), errors="coerce").fillna(
-                             pd.Series(ep, index=df.index)), 0.0)
-    return np.asarray(experts, dtype=float) + redundant + ep
+    if "placement" not in df.columns:
+        return np.asarray(experts, dtype=float) + ep
+    codes, specs = pd.factorize(df["placement"].astype(str), use_na_sentinel=False)
+    redundant = np.array([_redundant_slots(spec) for spec in specs], dtype=float)[codes]
+    return np.asarray(experts, dtype=float) + np.where(np.isnan(redundant), ep, redundant) + ep
+
+
+def _redundant_slots(spec: str) -> float:
+    """Redundant slots of one placement spec: R of ``replicated:R``, NaN for ``replicated``
+    without a number (then ep), 0 for the others."""
+    if not spec.startswith("replicated"):
+        return 0.0
+    return float(pd.to_numeric(spec.partition(":")[2] or None, errors="coerce"))
 
 
 def check_size(df: pd.DataFrame, columns: dict) -> None:

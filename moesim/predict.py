@@ -6,6 +6,8 @@ ep, placement, routing, seed, a2a kernel, hardware) and evaluates each group wit
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -75,9 +77,9 @@ def _resolve_models(df: pd.DataFrame) -> dict[str, np.ndarray]:
     from moesim.config.model import validate_model
 
     cols = [c for c in MODEL_FIELDS if c in df.columns]
-    names = df["model"].to_numpy(dtype=object) if "model" in df.columns else \
+    names = _objects(df["model"]) if "model" in df.columns else \
         np.full(len(df), "custom", dtype=object)
-    given = {c: df[c].to_numpy(dtype=object) for c in cols}
+    given = {c: _objects(df[c]) for c in cols}
     first, inverse = _row_groups([names] + list(given.values()))
     dumps = []
     for i in first:
@@ -91,6 +93,13 @@ def _resolve_models(df: pd.DataFrame) -> dict[str, np.ndarray]:
         kind = object if any(isinstance(v, str) or v is None for v in values) else None
         out[f] = np.array(values, dtype=kind)[inverse]
     return out
+
+
+def _objects(column: pd.Series) -> np.ndarray:
+    """``column`` as an object array, unboxing each distinct value once (a string column's
+    ``to_numpy`` boxes every row)."""
+    codes, uniques = column.factorize(use_na_sentinel=False)
+    return np.asarray(uniques, dtype=object)[codes]
 
 
 def _py(value):
@@ -115,10 +124,10 @@ def predict_many(df: pd.DataFrame) -> pd.DataFrame:
     """
     df = df.reset_index(drop=True).copy()
     _check_columns(df)
+    _check_run_values(df, [key for key in RUN_FIELDS if key in df.columns])  # defaults are valid
     for key, value in RUN_DEFAULTS.items():
         if key not in df.columns:
             df[key] = value
-    _check_run_values(df)
     if df.empty:
         return df.assign(**{name: pd.Series(dtype=object if kind == "str" else float)
                             for name, kind in OUTPUT_COLUMNS.items()})
@@ -133,27 +142,60 @@ def _predict_rows(df: pd.DataFrame, q: np.ndarray | None = None,
     _check_size(df, columns)
     for key in RUN_FIELDS + ("hardware",):
         numeric = pd.api.types.is_numeric_dtype(df[key]) or pd.api.types.is_bool_dtype(df[key])
-        columns[key] = df[key].to_numpy() if numeric else df[key].to_numpy(dtype=object)
+        columns[key] = df[key].to_numpy() if numeric else _objects(df[key])
     first, group_of = _row_groups([columns[c] for c in SIGNATURE])
-    order = np.argsort(group_of, kind="stable")
+    in_order = bool((group_of[1:] >= group_of[:-1]).all())  # a sweep's usual layout
+    order = np.arange(len(group_of)) if in_order else np.argsort(group_of, kind="stable")
     bounds = np.searchsorted(group_of[order], np.arange(len(first) + 1))
-    ordered = {c: values[order] for c, values in columns.items()}  # groups are contiguous slices
+    ordered = columns if in_order else {c: values[order] for c, values in columns.items()}
     outputs = {name: np.empty(len(df), dtype=object if kind == "str" else float)
                for name, kind in OUTPUT_COLUMNS.items()}
-    profiles: dict = {}
-    for g, row in enumerate(first):
-        rows = slice(bounds[g], bounds[g + 1])
+    profiles = {hw: load_profile(hw) for hw in pd.unique(columns["hardware"][first])}
+
+    def evaluate(task: tuple[int, slice]) -> None:
+        g, rows = task
         sub = {c: values[rows] for c, values in ordered.items()}
-        sig = {c: _py(columns[c][row]) for c in SIGNATURE}
+        sig = {c: _py(columns[c][first[g]]) for c in SIGNATURE}
         _evaluate_group(sig, sub, rows, outputs, q, place, profiles)
+
+    tasks = _tasks(bounds, _WORKERS)
+    large = [t for t in tasks if t[1].stop - t[1].start >= _PARALLEL_MIN_ROWS]
+    for task in tasks:  # small groups are Python-bound: threads would only share the GIL
+        if len(large) < 2 or task not in large:
+            evaluate(task)
+    if len(large) >= 2:
+        with ThreadPoolExecutor(_WORKERS) as pool:
+            list(pool.map(evaluate, large))  # re-raises the first task's error, in task order
+    back = slice(None) if in_order else np.argsort(order)
     for name, values in outputs.items():
-        df[name] = values[np.argsort(order)]
+        df[name] = values[back]
     return df
+
+
+#: Threads evaluating large groups (numpy's array loops release the GIL, so the cores share a
+#: sweep) and the rows from which a piece of work is large.
+_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
+_PARALLEL_MIN_ROWS = 8_192
+
+
+def _tasks(bounds: np.ndarray, workers: int) -> list[tuple[int, slice]]:
+    """(group, rows) pieces of work: every group, the large ones split in ``workers`` parts
+    (rows are evaluated independently, so a split changes no value)."""
+    total = int(bounds[-1])
+    tasks = []
+    for g in range(len(bounds) - 1):
+        lo, hi = int(bounds[g]), int(bounds[g + 1])
+        parts = workers if workers > 1 and hi - lo >= max(total // 4, 2 * _PARALLEL_MIN_ROWS) \
+            else 1
+        edges = np.linspace(lo, hi, parts + 1).astype(int)
+        tasks += [(g, slice(a, b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return tasks
 
 
 def _map(fn, *columns: np.ndarray, kind=float) -> np.ndarray:
     """``fn`` applied per row, evaluated once per distinct combination of the columns."""
-    columns = tuple(np.asarray(column, dtype=object) for column in columns)
+    columns = tuple(np.asarray(column) for column in columns)
     if len(columns[0]) and all((column == column[0]).all() for column in columns):
         value = np.asarray([fn(*(column[0] for column in columns))], dtype=kind)
         return np.repeat(value, len(columns[0]))  # one combination: the usual case in a group
@@ -238,7 +280,35 @@ def _group_setup(sig: dict, q: np.ndarray | None = None, place: Placement | None
 
 def _evaluate_group(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None,
                     place_given=None, profiles: dict | None = None) -> None:
-    """Outputs of one signature group, whose columns are ``sub``, into ``outputs[...][at]``."""
+    """Outputs of one signature group, whose columns are ``sub``, into ``outputs[...][at]``;
+    rows that repeat a config (sweeps often do) are evaluated once."""
+    distinct = _distinct_configs([v for c, v in sub.items() if c not in sig])
+    if distinct is None:
+        _evaluate_rows(sig, sub, at, outputs, q_given, place_given, profiles)
+        return
+    first, inverse = distinct
+    part = {name: np.empty(len(first), dtype=values.dtype) for name, values in outputs.items()}
+    _evaluate_rows(sig, {c: v[first] for c, v in sub.items()}, slice(None), part, q_given,
+                   place_given, profiles)
+    for name, values in part.items():
+        outputs[name][at] = values[inverse]
+
+
+def _distinct_configs(columns: list[np.ndarray]):
+    """(first row of each distinct config, config of every row) over ``columns``, or None when
+    every row is distinct (the common case of a sweep, found without a sort)."""
+    varying = [v for v in columns if not (v == v[0]).all()]
+    if not varying:
+        return np.zeros(1, dtype=int), np.zeros(len(columns[0]), dtype=int)
+    if len(varying) == 1 and len(pd.unique(varying[0])) == len(varying[0]):
+        return None
+    first, inverse = _row_groups(varying)
+    return None if len(first) == len(inverse) else (first, inverse)
+
+
+def _evaluate_rows(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None,
+                   place_given=None, profiles: dict | None = None) -> None:
+    """:func:`_evaluate_group` over distinct rows."""
     try:
         hw, q, place, copies = _group_setup(sig, q_given, place_given, profiles)
         rows = _layer_rows(sub, hw)

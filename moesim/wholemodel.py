@@ -86,14 +86,23 @@ def predict_model_many(df: pd.DataFrame) -> pd.DataFrame:
     _check_models(cols)
     out = {name: np.full(len(df), np.nan, dtype=object if name in (
         "bottleneck", "moe_bottleneck") else float) for name in OUTPUT_COLUMNS}
-    for hw_name in pd.unique(df["hardware"]):
-        idx = np.flatnonzero(df["hardware"].to_numpy() == hw_name)
+    columns = {k: _column(df[k]) for k in MODEL_RUN_FIELDS + MOE_RUN_FIELDS + ("hardware",)}
+    for hw_name in pd.unique(columns["hardware"]):
+        idx = np.flatnonzero(columns["hardware"] == hw_name)
         sub = {k: v[idx] for k, v in cols.items() if k not in ("description", "source")}
-        run = {k: df[k].to_numpy()[idx] for k in MODEL_RUN_FIELDS + MOE_RUN_FIELDS}
+        run = {k: columns[k][idx] for k in MODEL_RUN_FIELDS + MOE_RUN_FIELDS}
         for name, values in _evaluate(load_profile(hw_name), str(hw_name), sub, run).items():
             out[name][idx] = values
     return pd.concat([df.drop(columns=[c for c in out if c in df.columns]),
                       pd.DataFrame(out, index=df.index)], axis=1)
+
+
+def _column(column: pd.Series) -> np.ndarray:
+    """A frame column as numpy: numbers as they are, strings unboxed once per distinct value."""
+    from moesim.predict import _objects
+
+    numeric = pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+    return column.to_numpy() if numeric else _objects(column)
 
 
 def _f(x) -> np.ndarray:
@@ -223,10 +232,11 @@ def _step_rows(hw, sub: dict, run: dict, lay: dict, moe: dict) -> step.StepRows:
     dims.update(q_lora=_f(sub["q_lora_rank"]), kv_lora=_f(sub["kv_lora_rank"]))
     act = sub["activation_dtype"].astype(object)
     weight = sub["weight_dtype"].astype(object)
-    compute = [None if pd.isna(c) else c for c in sub["compute_dtype"]]
     # the dtype the dense GEMMs run in (fp8 weights in fp8; w4a16 weights in the activations')
-    dense_dtype = np.array([compute_dtype(w, c, a) for w, c, a in zip(weight, compute, act)],
-                           dtype=object)
+    from moesim.predict import _map
+
+    dense_dtype = _map(lambda w, c, a: compute_dtype(w, None if pd.isna(c) else c, a),
+                       weight, sub["compute_dtype"], act, kind=object)
     kv = np.where(pd.isna(run["kv_dtype"]), act, run["kv_dtype"]).astype(object)
     bpe = lambda dts: _per_value(bytes_per_element, dts)  # noqa: E731
     window_layers = _f(sub["window_layers"])

@@ -110,3 +110,20 @@ def test_row_tile_memo_returns_the_computation_and_stays_bounded(monkeypatch):
     monkeypatch.setattr(counts, "_TILE_MEMO_BYTES", 0)
     counts._memo_row_tiles(n, p * 0.5, cap, 16)
     assert len(counts._TILE_MEMO) == 0
+
+
+def test_row_tiles_of_one_distribution_per_row_match_the_per_slot_evaluation():
+    """Uniform routing puts one distribution on every slot of a row; row_tiles then evaluates
+    one column (its fast path), which must equal the slot-by-slot evaluation."""
+    from moesim.core.counts import SlotCounts, _row_tiles
+
+    trials = np.array([[3.0], [64.0], [1000.0], [64.0]])
+    prob = np.repeat(np.array([[0.01], [0.25], [0.1], [0.25]]), 6, axis=1)
+    tiles = SlotCounts(trials, prob).row_tiles(16)
+    n = np.broadcast_to(trials, prob.shape).ravel()
+    direct = _row_tiles(n, prob.ravel(), np.full(n.shape, np.inf), 16).reshape(prob.shape)
+    assert tiles.shape == prob.shape and np.array_equal(tiles, direct)
+    skewed = prob * np.linspace(0.5, 1.5, 6)  # slots differ: the per-slot path
+    n2 = np.broadcast_to(trials, skewed.shape).ravel()
+    assert np.array_equal(SlotCounts(trials, skewed).row_tiles(16), _row_tiles(
+        n2, skewed.ravel(), np.full(n2.shape, np.inf), 16).reshape(skewed.shape))

@@ -149,3 +149,38 @@ def test_predict_with_q_alone_builds_the_placement_from_it():
     b = predict("olmoe-1b-7b", "h100-sxm", tokens=64, ep=8, placement="balanced",
                 routing="zipf:1.0")
     assert a.time_s == pytest.approx(b.time_s, rel=1e-12)
+
+
+def test_predict_many_repeated_and_shuffled_rows_match_distinct_rows():
+    """Rows that repeat a config are evaluated once and rows out of group order are put back:
+    the outputs equal those of the distinct configs, row for row."""
+    import numpy as np
+
+    distinct = pd.DataFrame({"model": ["mixtral-8x7b", "deepseek-v3", "mixtral-8x7b"] * 2,
+                             "hardware": ["h100-sxm", "b200", "b200"] * 2,
+                             "tokens": [16, 256, 16, 4096, 1, 64], "ep": [2, 32, 8, 2, 32, 8],
+                             "overlap": ["none", "two-batch", "none", "shared", "none", "none"]})
+    one = predict_many(distinct)
+    order = np.random.default_rng(0).integers(0, len(distinct), 40)
+    many = predict_many(distinct.iloc[order])
+    for col in ("time_s", "bottleneck", "hbm_bytes", "load_imbalance"):
+        assert many[col].tolist() == one[col].iloc[order].tolist()
+
+
+def test_threaded_large_groups_give_the_sequential_values(monkeypatch):
+    """Large groups are split over threads; every value equals the one-thread evaluation."""
+    import sys
+
+    import numpy as np
+
+    module = sys.modules["moesim.predict"]
+    df = pd.DataFrame({"model": "qwen3-30b-a3b", "hardware": np.repeat(["h100-sxm", "b200"], 9000),
+                       "tokens": np.tile(np.arange(1, 9001), 2), "ep": 8,
+                       "routing": np.repeat(["uniform", "zipf:1.0"], 9000)})
+    monkeypatch.setattr(module, "_PARALLEL_MIN_ROWS", 2000)
+    monkeypatch.setattr(module, "_WORKERS", 1)
+    one = predict_many(df)
+    monkeypatch.setattr(module, "_WORKERS", 2)
+    assert len(module._tasks(np.array([0, 9000, 18000]), 2)) == 4
+    two = predict_many(df)
+    pd.testing.assert_frame_equal(one, two)

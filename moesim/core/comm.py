@@ -59,12 +59,19 @@ def alltoall(volumes: dict[str, np.ndarray], bytes_per_copy, *, up_bytes_per_s: 
     send_inter, recv_inter = volumes[f"{s_in}_inter"] * b, volumes[f"{s_out}_inter"] * b
     intra_bytes = np.maximum(send_intra, recv_intra)
     inter_bytes = np.maximum(send_inter, recv_inter)
-    intra_s = intra_bytes / (up_bytes_per_s * up_eff) + np.where(intra_bytes > 0, up_latency_s, 0)
-    inter_s = inter_bytes / (out_bytes_per_s * out_eff) + np.where(inter_bytes > 0, out_latency_s, 0)
-    moved = (intra_bytes + inter_bytes) > 0
-    time_s = np.maximum(intra_s, inter_s) + np.where(moved, launch_overhead_s, 0.0)
+    intra_s = _link_s(intra_bytes, up_bytes_per_s * up_eff, up_latency_s)
+    inter_s = _link_s(inter_bytes, out_bytes_per_s * out_eff, out_latency_s)
+    moved = (intra_bytes > 0) | (inter_bytes > 0)
+    time_s = np.maximum(intra_s, inter_s) + moved * launch_overhead_s
     return CommCost(time_s, intra_s, inter_s, intra_bytes, inter_bytes,
                     send_intra + send_inter, recv_intra + recv_inter)
+
+
+def _link_s(nbytes: np.ndarray, bytes_per_s, latency_s) -> np.ndarray:
+    """``nbytes / bytes_per_s + latency_s`` where bytes move, else 0 (an idle link class)."""
+    if not nbytes.any():
+        return np.zeros_like(nbytes)
+    return nbytes / bytes_per_s + (nbytes > 0) * latency_s
 
 
 def allreduce(nbytes, group, domain_size, *, up_bytes_per_s: float, up_eff: float,

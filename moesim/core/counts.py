@@ -22,6 +22,7 @@ GShard (Lepikhin et al. 2020) and Switch Transformer (Fedus et al. 2021, sec. 2.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
@@ -82,17 +83,30 @@ class SlotCounts:
     def row_tiles(self, tile_m: int) -> np.ndarray:
         """``E[ceil(min(X, cap) / tile_m)]`` per slot ``[rows, slots]`` (evaluated once per
         distinct row: sweeps repeat the same batch size across many rows)."""
-        cap = np.full(self.prob.shape, np.inf) if self.cap is None else self.cap
-        n_full = np.broadcast_to(self.trials, self.prob.shape)
+        shape = self.prob.shape
+        cap = np.broadcast_to(np.inf, shape) if self.cap is None else self.cap
+        n_full = np.broadcast_to(self.trials, shape)
         # distinct rows by batch size first (a sweep's usual axis: rows of one batch size share
         # their probabilities); checked, and by every column where that does not hold
         rows, row_of = _distinct_rows(n_full[:, :1])
-        if not (_same_as_first(self.prob, rows, row_of) and _same_as_first(cap, rows, row_of)):
+        if rows.size == shape[0]:  # every batch size once: nothing to share
+            rows = row_of = np.arange(shape[0])
+        elif not (_same_as_first(self.prob, rows, row_of) and _same_as_first(cap, rows, row_of)):
             rows, row_of = _distinct_rows(n_full, self.prob, cap)
-        flat = [a[rows].reshape(-1, 1) for a in (n_full, self.prob, cap)]
+        n, p, c = (a[rows] for a in (n_full, self.prob, cap))
+        if _same_across_slots(p) and _same_across_slots(c):  # uniform routing: one column
+            tiles = _memo_row_tiles(*(np.ascontiguousarray(a[:, 0]) for a in (n, p, c)), tile_m)
+            return np.broadcast_to(tiles[row_of, None], self.prob.shape)
+        flat = [a.reshape(-1, 1) for a in (n, p, c)]
         first, inverse = _distinct_rows(*flat)  # then once per distinct slot distribution
         tiles = _memo_row_tiles(*(np.ascontiguousarray(a[first, 0]) for a in flat), tile_m)
         return tiles[inverse].reshape(rows.size, -1)[row_of]
+
+
+def _same_across_slots(a: np.ndarray) -> bool:
+    """Every row of ``[rows, slots]`` holds one value (distinct rows are then distinct slot
+    distributions, and one column evaluates them all)."""
+    return bool((a == a[:, :1]).all())
 
 
 def _same_as_first(a: np.ndarray, first: np.ndarray, row_of: np.ndarray) -> bool:
@@ -126,22 +140,25 @@ def _distinct_bytes(stacked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 #: A pure function's memo (bounded; values are read-only copies), not shared state.
 _TILE_MEMO: "OrderedDict[bytes, np.ndarray]" = OrderedDict()
 _TILE_MEMO_BYTES = 64 << 20  # ~8M slot distributions: a 100k-row sweep's worth
+_TILE_LOCK = threading.Lock()
 
 
 def _memo_row_tiles(n, p, cap, tile_m: int) -> np.ndarray:
     """:func:`_row_tiles`, evaluated once per distinct ``(n, p, cap, tile_m)`` arrays."""
     key = hashlib.blake2b(b"".join((n.tobytes(), p.tobytes(), cap.tobytes(),
                                     str(int(tile_m)).encode())), digest_size=20).digest()
-    hit = _TILE_MEMO.get(key)
-    if hit is not None:
-        _TILE_MEMO.move_to_end(key)
-        return hit
+    with _TILE_LOCK:  # predict_many evaluates large groups on threads
+        hit = _TILE_MEMO.get(key)
+        if hit is not None:
+            _TILE_MEMO.move_to_end(key)
+            return hit
     out = _row_tiles(n, p, cap, tile_m)
     out.flags.writeable = False
-    _TILE_MEMO[key] = out
-    held = sum(v.nbytes for v in _TILE_MEMO.values())
-    while _TILE_MEMO and held > _TILE_MEMO_BYTES:  # oldest out first
-        held -= _TILE_MEMO.popitem(last=False)[1].nbytes
+    with _TILE_LOCK:
+        _TILE_MEMO[key] = out
+        held = sum(v.nbytes for v in _TILE_MEMO.values())
+        while _TILE_MEMO and held > _TILE_MEMO_BYTES:  # oldest out first
+            held -= _TILE_MEMO.popitem(last=False)[1].nbytes
     return out
 
 

@@ -48,16 +48,17 @@ def bottleneck(data: ReportData) -> go.Figure | None:
     fig, cols = grid(len(panels), 2, [data.label(p) for p in panels] if y else [""])
     xs = axis_values(table[x])
     ys = axis_values(table[y]) if y else [data.label(p) for p in data.profiles]
+    table["_code"] = table["bottleneck"].astype(str).map(code)  # pivot numbers, not strings
     for i, hw in enumerate(panels):
         sub = table if hw is None else table[table["hardware"] == hw]
-        cell = (sub.groupby([y_col, x, "bottleneck"]).size().rename("n").reset_index()
+        cell = (sub.groupby([y_col, x, "_code"]).size().rename("n").reset_index()
                 .sort_values("n", kind="stable").drop_duplicates([y_col, x], keep="last"))
-        z = cell.pivot(index=y_col, columns=x, values="bottleneck")
-        z = z.reindex(index=ys, columns=xs)
+        z = cell.pivot(index=y_col, columns=x, values="_code")
+        z = z.reindex(index=ys, columns=xs).to_numpy(dtype=float)
+        names = np.array(cats, dtype=object)[np.nan_to_num(z).astype(int)]
         fig.add_trace(go.Heatmap(
-            x=[str(v) for v in xs], y=[str(v) for v in ys],
-            z=z.apply(lambda col: col.map(code)).to_numpy(dtype=float),
-            text=z.to_numpy(dtype=object),
+            x=[str(v) for v in xs], y=[str(v) for v in ys], z=z,
+            text=np.where(np.isnan(z), None, names),
             zmin=-0.5, zmax=len(cats) - 0.5, colorscale=_discrete(len(cats)), showscale=i == 0,
             colorbar=dict(tickvals=list(range(len(cats))), ticktext=cats, title="bottleneck",
                           len=min(1.0, 700 / (fig.layout.height or 700)), y=1, yanchor="top"),
