@@ -34,8 +34,12 @@ SEQ_BINS, SEQ_LABELS = [0, 128, 1024, 8192, np.inf], ["<=128", "<=1024", "<=8192
 TARGET_MAPE_PCT = 20.0
 #: (system, backend) pairs whose tables were looked at while moesim's attention model was
 #: being changed (the flash-equivalent efficiency, softmax exponentials and prefill tiles of
-#: ``core.attention``); every other pair was first predicted after that change
-DEVELOPMENT_SETS = {("h200_sxm", "trtllm")}
+#: ``core.attention``); every other pair was first predicted after that change. A100, GB200 and
+#: L40S joined on 2026-12-03: their datasheet profiles gained ``compute.exp_per_s`` (the CUDA
+#: guide's SFU rate, as H100 and B200 had) after their tables had shown the exponentials missing
+DEVELOPMENT_SETS = {("h200_sxm", "trtllm")} | {
+    (system, backend) for system in ("a100_sxm", "gb200", "l40s")
+    for backend in ("trtllm", "vllm", "sglang")}
 
 
 def load_rows(system: str, backend: str, per_stratum: int, seed: int):
