@@ -240,6 +240,10 @@ def _layer_rows(sub: dict, hw) -> layer.LayerRows:
             hw.efficiency.grouped_gemm.fixed, gemm_dtype),
         expert_fixed_per_slot_s=None if hw.efficiency.grouped_gemm is None else _map(
             hw.efficiency.grouped_gemm.fixed_per_expert, gemm_dtype),
+        gemm_call_fixed_s=None if hw.efficiency.gemm_call is None else _map(
+            hw.efficiency.gemm_call.fixed, gemm_dtype),
+        router_call_fixed_s=None if hw.efficiency.gemm_call is None else _map(
+            hw.efficiency.gemm_call.fixed, act_dtype),
         **_phase_tables(hw, act_dtype))
 
 

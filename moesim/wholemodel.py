@@ -221,6 +221,12 @@ def _shape_eff_fn(curve, dtypes: np.ndarray):
     return eff
 
 
+def gemm_call_fixed(hw, dtypes: np.ndarray) -> np.ndarray:
+    """The profile's per-call GEMM fixed cost at each row's dtype ``[rows]`` (0 without one)."""
+    call = hw.efficiency.gemm_call
+    return np.zeros(len(dtypes)) if call is None else _per_value(call.fixed, dtypes)
+
+
 def exp_rate(hw, rows: int) -> np.ndarray:
     """The profile's softmax exponentials per second ``[rows]`` (inf where it gives none)."""
     rate = hw.compute.exp_per_s
@@ -258,6 +264,7 @@ def _step_rows(hw, sub: dict, run: dict, lay: dict, moe: dict) -> step.StepRows:
         peak_attn_flops_per_s=_per_value(hw.peak_flops_per_s, act),
         dense_eff=_eff_fn(hw.efficiency.gemm, dense_dtype),
         attn_eff=_shape_eff_fn(hw.efficiency.gemm, act), exp_per_s=exp_rate(hw, len(act)),
+        call_fixed_s=gemm_call_fixed(hw, dense_dtype),
         kernels=_kernels(hw, run["engine"], act, _f(sub["kv_lora_rank"]) > 0))
 
 

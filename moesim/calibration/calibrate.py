@@ -7,12 +7,12 @@ checks that use all three (grouped GEMM, router), then the all-to-all links.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
 
-from moesim.calibration import comm_fit, ffn_fit, gemm_fit, stream_fit
+from moesim.calibration import call_fit, comm_fit, ffn_fit, gemm_fit, stream_fit
 from moesim.harness import machine
 from moesim.calibration.fit import error_summary
 from moesim.config import ConfigError, HardwareProfile
@@ -198,6 +198,7 @@ def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> No
                           f"'{base.name}' has no peak for them; expected one of "
                           f"{', '.join(sorted(dev.peaks))}", field="compute.peak_flops_per_s")
     grouped = _grouped_part(doc, quality, meas, dev, base)
+    dev = _call_part(doc, quality, meas, dev, grouped)
     dense = gemm_fit.fit_gemm(dev, recs) if recs else None
     if dense:
         quality["gemm"] = dense.quality
@@ -232,6 +233,19 @@ def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> No
     router = [r for r in meas.records if r.kind == "router"]
     if router:
         quality["router"] = _router_check(dev, tables, router, mem_bps)
+
+
+def _call_part(doc, quality, meas, dev, grouped: bool):
+    """``efficiency.gemm_call`` from the per-call probe (where measured); returns ``dev`` with
+    it, so the expert-FFN table is fitted net of it."""
+    fits = call_fit.fit_call_fixed(meas.of("grouped_gemm"), "grouped" if grouped else "loop",
+                                   dev.launch_s)
+    entry = call_fit.profile_entry(fits)
+    if entry is None:
+        return dev
+    quality["gemm_call"] = fits
+    doc["efficiency"]["gemm_call"] = entry
+    return replace(dev, call_fixed_s=dict(entry["fixed_s"]))
 
 
 def _grouped_part(doc, quality, meas, dev, base) -> bool:

@@ -6,7 +6,9 @@ shared expert as a single expert holding every token) as
     t = sum_{g in up, down} [max(compute_g(eff=1) / eff(x), memory_g) + launches_g * launch_s]
         + act_bytes / act_bytes_per_s + act_kernels * launch_s
 
-with ``x`` the tile-padded tokens per hit expert. A record (``layer_experts`` /
+with ``x`` the tile-padded tokens per hit expert, plus ``2 * experts hit * c_call`` where the
+profile has a per-call cost (``efficiency.gemm_call``, :mod:`moesim.calibration.call_fit`): the
+table is fitted net of it. A record (``layer_experts`` /
 ``layer_shared_experts``, with its per-expert ``counts``) gives the efficiency that reproduces
 it, ``eff_i = (compute_up + compute_down) / (t_i - launches - activation)``, read at the model's
 own ``x``; the table is the median of ``eff_i`` per ``x`` (``fit.curve_table``). Dense GEMM
@@ -53,10 +55,11 @@ def ffn_terms(dev: GemmDevice, stream: Streaming, dtype: str, counts, hidden: in
         seen.append(np.asarray(x, dtype=float))
         return np.ones_like(x, dtype=float)
 
+    call_s = dev.call_fixed_s.get(dtype, 0.0)
     g1, g2 = ffn_gemms(load, hidden, ffn, matrices, a, a, peak_flops_per_s=dev.peaks[dtype],
                        units=dev.units, tile_m=dev.tile_m, tile_n=dev.tile_n, eff_gemm=unit,
                        mem_bytes_per_s=dev.mem_bytes_per_s, eff_mem=1.0,
-                       launch_overhead_s=dev.launch_s, grouped=grouped)
+                       launch_overhead_s=dev.launch_s, grouped=grouped, call_fixed_s=call_s)
     tokens = float(load.tokens[0, 0])
     act_launches = stream.act_kernels * (1.0 if grouped else float(load.experts_hit[0, 0]))
     act_s = (tokens * (up_n + ffn) * a / stream.act_bytes_per_s
@@ -64,7 +67,8 @@ def ffn_terms(dev: GemmDevice, stream: Streaming, dtype: str, counts, hidden: in
     out = {"compute_s": float(g1.compute_s[0, 0] + g2.compute_s[0, 0]),
            "compute_up_s": float(g1.compute_s[0, 0]), "compute_down_s": float(g2.compute_s[0, 0]),
            "memory_up_s": float(g1.memory_s[0, 0]), "memory_down_s": float(g2.memory_s[0, 0]),
-           "fixed_s": float((g1.launches + g2.launches)[0, 0] * dev.launch_s + act_s),
+           "fixed_s": float((g1.launches + g2.launches)[0, 0] * dev.launch_s + act_s
+                            + 2.0 * load.experts_hit[0, 0] * call_s),
            "x": float(seen[-1][0, 0])}
     if eff is not None:
         e = float(np.asarray(eff(np.array([out["x"]])))[0])

@@ -18,7 +18,7 @@ the datasheet peak is low for this device (reported as ``clipped_at_1``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,7 @@ class GemmDevice:
     tile_n: int
     mem_bytes_per_s: float
     launch_s: float
+    call_fixed_s: dict = field(default_factory=dict)  # dtype -> per-call fixed cost (call_fit)
 
 
 def model_terms(dev: GemmDevice, dtype: str, m, k, n, experts=1, grouped: bool = True):

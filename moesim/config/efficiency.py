@@ -145,6 +145,32 @@ class KernelFactor(Efficiency):
         return float(table.get(dtype, table.get("default", 0.0)))
 
 
+class GemmCallCost(_Frozen):
+    """What one GEMM call costs beyond its launch, per dtype, paid by every expert GEMM with
+    tokens (``moesim.core.gemm.grouped_gemm``): a CPU's bf16 matmul sets up its kernel on each
+    call (~15 us on Zen 4 against ~0 in fp32), and ``torch._grouped_mm`` on a CPU runs one
+    matmul per expert. Keys are dtypes, ``default`` for the others."""
+
+    fixed_s: dict[str, float] = Field(default_factory=dict)
+    basis: Literal["measured", "assumption"]
+    note: str = Field(min_length=3)
+
+    @field_validator("fixed_s")
+    @classmethod
+    def _bounded(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, seconds in value.items():
+            if not 0 <= seconds <= MAX_CALL_FIXED_S:
+                raise ValueError(f"fixed_s['{key}'] must be in [0, {MAX_CALL_FIXED_S}] s, "
+                                 f"got {seconds}")
+        return value
+
+    def fixed(self, dtype: str) -> float:
+        return float(self.fixed_s.get(dtype, self.fixed_s.get("default", 0.0)))
+
+
+#: Upper bound of a per-call GEMM fixed cost: 1 ms is ~100x what any measured device pays.
+MAX_CALL_FIXED_S = 1e-3
+
 #: The memory-bound phases whose kernel launches a profile counts (``efficiency.phases``).
 KERNEL_PHASES = ("router", "permute", "unpermute", "activation")
 
@@ -199,6 +225,7 @@ class Efficiencies(_Frozen):
     # fused MoE (grouped) kernel's efficiency relative to ``gemm`` at the same shape, per dtype
     # over tokens per hit expert; None = grouped GEMMs run like the dense GEMMs
     grouped_gemm: KernelFactor | None = None
+    gemm_call: GemmCallCost | None = None  # per-call fixed cost of expert GEMMs, per dtype
 
 
 class AlltoallKernel(_Frozen):

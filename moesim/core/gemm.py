@@ -9,6 +9,11 @@ tiles of ``tile_m x tile_n`` outputs:
     compute_s  = waves * 2 * tile_m * tile_n * (K / split) / (peak / units) / eff_gemm(M)
     memory_s   = (weights of experts with tokens + activations) / (bw * eff_mem)
     time_s     = max(compute_s, memory_s) + launches * launch_overhead_s
+                 + experts hit * call_fixed_s
+
+``call_fixed_s`` is what each expert's GEMM pays per call beyond the launch (the profile's
+``efficiency.gemm_call``, per dtype: a CPU's bf16 matmul sets up ~15 us per call, and
+``torch._grouped_mm`` on a CPU runs one matmul per expert; 0 where a profile has none).
 
 Split-K (or stream-K) is how cuBLAS/CUTLASS keep all units busy when a thin GEMM has fewer
 output tiles than units; each split still reads >= ``split_k_min_k`` of K (the profile's
@@ -88,12 +93,13 @@ class DeviceLoad:
 def grouped_gemm(load: DeviceLoad, k_dim, n_dim, weight_bytes_per_slot, act_bytes_per_token, *,
                  peak_flops_per_s, units: int, tile_m: int, tile_n: int, eff_gemm,
                  mem_bytes_per_s, eff_mem, launch_overhead_s: float,
-                 grouped: bool = True, split_k_min_k: int = 512) -> GemmCost:
+                 grouped: bool = True, split_k_min_k: int = 512, call_fixed_s=0.0) -> GemmCost:
     """Cost of one grouped GEMM over every slot's tokens, per device ``[rows, devices]``.
 
     ``k_dim``, ``n_dim``, ``weight_bytes_per_slot``, ``act_bytes_per_token``,
     ``peak_flops_per_s``, ``mem_bytes_per_s``, ``eff_mem``: scalars or ``[rows]``.
-    ``eff_gemm``: a function from tokens per hit expert ``[rows, devices]`` to efficiency.
+    ``eff_gemm``: a function from tokens per hit expert ``[rows, devices]`` to efficiency;
+    ``call_fixed_s``: seconds per expert call (scalar or ``[rows]``).
     """
     col = lambda x: np.asarray(x, dtype=float).reshape(-1, 1)  # noqa: E731
     k_dim, n_dim = col(k_dim), col(n_dim)
@@ -111,6 +117,8 @@ def grouped_gemm(load: DeviceLoad, k_dim, n_dim, weight_bytes_per_slot, act_byte
     memory_s = nbytes / (col(mem_bytes_per_s) * col(eff_mem))
     launches = np.where(load.tokens > 0, 1.0, 0.0) if grouped else load.experts_hit
     time_s = np.maximum(compute_s, memory_s) + launches * launch_overhead_s
+    if np.any(call_fixed_s):
+        time_s = time_s + load.experts_hit * col(call_fixed_s)
     return GemmCost(time_s, compute_s, memory_s, flops, nbytes, launches)
 
 

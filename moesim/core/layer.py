@@ -80,6 +80,8 @@ class LayerRows:
     grouped_curve: object = None  # the profile's efficiency.grouped_gemm (fused-kernel factor)
     expert_fixed_s: np.ndarray | None = None  # fused kernel's fixed time per call ``[rows]``
     expert_fixed_per_slot_s: np.ndarray | None = None  # ... per expert slot on the device ``[rows]``
+    gemm_call_fixed_s: np.ndarray | None = None  # per expert GEMM call with tokens ``[rows]``
+    router_call_fixed_s: np.ndarray | None = None  # ... of the router GEMM (activation dtype)
 
     def _eff(self, dtypes: np.ndarray, m_mean: np.ndarray, n=None, k=None,
              curve=None) -> np.ndarray:

@@ -60,14 +60,16 @@ def ffn_gemms(load: gemm.DeviceLoad, hidden, ffn, matrices, weight_bytes_per_par
 
 
 def dense_gemm(hw: "DeviceParams", tokens, k_dim, n_dim, weight_bytes, act_bytes, peak,
-               eff) -> gemm.GemmCost:
+               eff, call_fixed_s=0.0) -> gemm.GemmCost:
     """A dense GEMM ``[tokens, k_dim] x [k_dim, n_dim]`` on every device (router, projections):
-    one 'slot' holding all tokens, through ``gemm.grouped_gemm``; ``eff(m)`` its efficiency."""
+    one 'slot' holding all tokens, through ``gemm.grouped_gemm``; ``eff(m)`` its efficiency,
+    ``call_fixed_s`` its per-call fixed cost (``efficiency.gemm_call``)."""
     return gemm.grouped_gemm(
         dense_load(tokens, hw.tile_m), k_dim, n_dim, weight_bytes, act_bytes,
         peak_flops_per_s=peak, units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n, eff_gemm=eff,
         mem_bytes_per_s=hw.mem_bytes_per_s, eff_mem=hw.mem_eff,
-        launch_overhead_s=hw.launch_overhead_s, split_k_min_k=hw.split_k_min_k)
+        launch_overhead_s=hw.launch_overhead_s, split_k_min_k=hw.split_k_min_k,
+        call_fixed_s=call_fixed_s)
 
 
 @dataclass(frozen=True)
@@ -91,14 +93,16 @@ def gemm_keywords(hw: "DeviceParams", rows: "LayerRows") -> dict:
                 mem_bytes_per_s=hw.mem_bytes_per_s, eff_mem=hw.mem_eff,
                 launch_overhead_s=hw.launch_overhead_s, grouped=hw.grouped_gemm,
                 peak_flops_per_s=rows.peak_gemm_flops_per_s, shape_eff=rows.gemm_eff,
-                split_k_min_k=hw.split_k_min_k)
+                split_k_min_k=hw.split_k_min_k,
+                call_fixed_s=0.0 if rows.gemm_call_fixed_s is None else rows.gemm_call_fixed_s)
 
 
 def router(hw: "DeviceParams", rows: "LayerRows", stream: Streamer):
     """(router seconds ``[rows, 1]``, the router GEMM's cost, score/top-k bytes ``[rows, 1]``)."""
     t, h, a, experts = rows.tokens, rows.hidden, rows.act_bytes, rows.experts
     logits = dense_gemm(hw, t, h, experts, h * experts * a, (h + experts) * a,
-                        rows.peak_router_flops_per_s, shaped(rows.router_eff, experts, h))
+                        rows.peak_router_flops_per_s, shaped(rows.router_eff, experts, h),
+                        0.0 if rows.router_call_fixed_s is None else rows.router_call_fixed_s)
     score_bytes = _col(t * experts * 4.0 * 2 + t * rows.top_k * 8.0)
     # the router GEMM is one of the router's kernels; score + top-k are the others
     score_s = stream(score_bytes, "router", _col(rows.phase_kernels["router"] - 1.0))

@@ -65,6 +65,7 @@ class StepRows:
     dense_eff: object  # tokens -> GEMM efficiency (dense dtype)
     attn_eff: object  # (M, N, K) of core.attention.flash_shape -> efficiency (attention dtype)
     exp_per_s: np.ndarray  # softmax exponentials per second (inf: not charged)
+    call_fixed_s: np.ndarray  # per-call fixed cost of a dense GEMM (efficiency.gemm_call)
     kernels: dict  # block -> kernels per block [rows]: attention, norm, embed, lm_head
 
 
@@ -82,7 +83,7 @@ def _gemm(hw, r: StepRows, tokens, k, n, batch=1.0) -> np.ndarray:
     n_all = np.asarray(n, float) * batch
     cost = layer.dense_gemm(hw, tokens, k, n_all, np.asarray(k, float) * n_all * r.dense_weight_bytes,
                         (np.asarray(k, float) + n_all) * r.act_bytes, r.peak_dense_flops_per_s,
-                        r.dense_eff)
+                        r.dense_eff, r.call_fixed_s)
     return np.where(n_all > 0, cost.time_s[:, 0], 0.0)
 
 
@@ -137,7 +138,8 @@ def dense_ffn_layer(hw, r: StepRows, tokens) -> np.ndarray:
                                r.act_bytes, units=hw.units, tile_m=hw.tile_m, tile_n=hw.tile_n,
                                mem_bytes_per_s=hw.mem_bytes_per_s, eff_mem=hw.mem_eff,
                                launch_overhead_s=hw.launch_overhead_s, grouped=True,
-                               peak_flops_per_s=r.peak_dense_flops_per_s, eff_gemm=r.dense_eff)
+                               peak_flops_per_s=r.peak_dense_flops_per_s, eff_gemm=r.dense_eff,
+                               call_fixed_s=r.call_fixed_s)
     act = _stream(hw, tokens * r.dense_matrices * ffn * r.act_bytes, r.kernels["activation"])
     return np.where(r.dense_ffn > 0, up.time_s[:, 0] + down.time_s[:, 0] + act, 0.0)
 

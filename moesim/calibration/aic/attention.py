@@ -113,7 +113,8 @@ def _dims(rows: pd.DataFrame) -> dict:
 def step_rows(rows: pd.DataFrame, hw) -> step.StepRows:
     """``core.step.StepRows`` for the rows (one attention layer, ``tp = 1``: the tables give
     per-GPU heads); the fields attention does not read are zero."""
-    from moesim.wholemodel import _eff_fn, _kernels, _per_value, _shape_eff_fn, exp_rate
+    from moesim.wholemodel import (_eff_fn, _kernels, _per_value, _shape_eff_fn, exp_rate,
+                                   gemm_call_fixed)
 
     n = len(rows)
     zero = np.zeros(n)
@@ -136,7 +137,7 @@ def step_rows(rows: pd.DataFrame, hw) -> step.StepRows:
         dense_weight_bytes=_per_value(weight_bytes_per_param, rows.gemm_dtype.to_numpy(dtype=object)),
         embed_bytes=zero, peak_dense_flops_per_s=_per_value(hw.peak_flops_per_s, dense),
         peak_attn_flops_per_s=_per_value(hw.peak_flops_per_s, act),
-        dense_eff=_eff_fn(hw.efficiency.gemm, dense),
+        dense_eff=_eff_fn(hw.efficiency.gemm, dense), call_fixed_s=gemm_call_fixed(hw, dense),
         attn_eff=_shape_eff_fn(hw.efficiency.gemm, np.full(n, "bf16", dtype=object)),
         exp_per_s=exp_rate(hw, n),
         kernels=_kernels(hw, np.full(n, "fused", dtype=object), act, mla))

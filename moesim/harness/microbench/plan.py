@@ -17,6 +17,12 @@ from moesim.harness.timing import FULL, QUICK, BenchConfig
 
 KiB, MiB = 1024, 1024 * 1024
 
+#: Small weight matrices ``[k, n]`` whose grouped GEMMs (1 and 16 experts, 1 and 4 rows each)
+#: expose the per-call fixed cost of a GEMM (``efficiency.gemm_call``): at these sizes it is most
+#: of the time, where the reference shapes bury it under weight streaming.
+CALL_SHAPES = ((64, 128), (128, 256), (256, 128), (256, 512))
+CALL_SOURCE = "gemm-call"
+
 #: (hidden, expert_ffn) of small gated expert FFNs, the scale of MoE layers run on a CPU.
 SMALL_SHAPES = {"cpu-small-512": (512, 1024), "cpu-small-1024": (1024, 2048)}
 QUICK_PRESETS = ("qwen3-30b-a3b", "olmoe-1b-7b", "deepseek-v3")
@@ -33,6 +39,12 @@ class GemmShape:
     @property
     def key(self) -> str:
         return f"{self.k}x{self.n}"
+
+
+def call_points() -> tuple[tuple[int, int, GemmShape], ...]:
+    """(experts, rows per expert, shape) of the per-call cost probe (``CALL_SHAPES``)."""
+    return tuple((e, m, GemmShape(k, n, f"{CALL_SOURCE}:{k}x{n}"))
+                 for k, n in CALL_SHAPES for e in (1, 16) for m in (1, 4))
 
 
 def expert_shapes(hidden: int, ffn: int, gated: bool, source: str) -> list[GemmShape]:
@@ -133,6 +145,8 @@ def make_plan(device_type: str, quick: bool, dtypes: tuple[str, ...],
         a2a = _pow2_bytes(KiB, 256 * MiB, 2)
         uneven = (16 * KiB, 256 * KiB, 4 * MiB, 64 * MiB)
         bench = FULL
+    if cpu:
+        grouped += call_points()
     worlds = a2a_world_sizes or ((2, 4) if cpu else (2,))
     # tokens per expert from 1 to ~1k (routed) and 4 to 4k (shared) on a CPU; GPU shapes of
     # DeepSeek-style fine-grained experts
