@@ -45,7 +45,9 @@ class GemmDevice:
 def model_terms(dev: GemmDevice, dtype: str, m, k, n, experts=1, grouped: bool = True):
     """``(compute_s at eff=1, memory_s, launches, x)`` arrays for ``experts`` experts of ``m``
     tokens each, ``[M, k] x [k, n]`` per expert; ``x`` is where the model reads the efficiency
-    curve (captured from the model itself, e.g. tile-padded tokens per expert)."""
+    curve (captured from the model itself, e.g. tile-padded tokens per expert). ``launches``
+    counts the per-call fixed cost of each expert call (``dev.call_fixed_s``) in launch units,
+    so fixed time is ``launches * dev.launch_s`` throughout."""
     m, k, n = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=float)) for v in (m, k, n)))
     e = int(experts)
     counts = np.repeat(m[:, None], e, axis=1)
@@ -63,7 +65,9 @@ def model_terms(dev: GemmDevice, dtype: str, m, k, n, experts=1, grouped: bool =
                         tile_n=dev.tile_n, eff_gemm=unit_eff, mem_bytes_per_s=dev.mem_bytes_per_s,
                         eff_mem=1.0, launch_overhead_s=0.0, grouped=grouped)
     x = seen[-1][:, 0] if seen else m
-    return cost.compute_s[:, 0], cost.memory_s[:, 0], cost.launches[:, 0], x
+    # launches, plus each expert call's fixed cost in launch units (efficiency.gemm_call)
+    calls = load.experts_hit[:, 0] * dev.call_fixed_s.get(dtype, 0.0) / max(dev.launch_s, 1e-30)
+    return cost.compute_s[:, 0], cost.memory_s[:, 0], cost.launches[:, 0] + calls, x
 
 
 def _arrays(recs: list[Record]):
