@@ -21,7 +21,7 @@ from moesim.config.run import RUN_FIELDS
 from moesim.measure.scenario_hook import error_band, relative_errors
 from moesim.predict import predict_many
 from moesim.result import OUTPUT_COLUMNS
-from moesim.scenarios.io import write_csv, write_json
+from moesim.fileio import write_csv, write_json
 
 
 def _commit() -> str:
