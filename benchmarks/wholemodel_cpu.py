@@ -147,7 +147,7 @@ def kind_times(model, run, inputs, repeats: int = 7) -> dict:
     return {f"measured_{k}_s": float(np.median([x.get(k, 0.0) for x in samples])) for k in keys}
 
 
-def calibrate(out: Path, budget_s: float) -> str:
+def calibrate(out: Path, budget_s: float, measured: list[dict] | None = None) -> str:
     """Overheads of eager ``transformers`` on this CPU, fitted on the calibration set only
     (tiny models of their own shapes: 1 and 3 MoE layers, decode at batch 1 and 16, prefill
     of 32 tokens). Eager ``transformers`` loops over the experts a batch hits, one kernel per
@@ -162,8 +162,8 @@ def calibrate(out: Path, budget_s: float) -> str:
     from moesim.config import load_profile
 
     launch = load_profile(PROFILE).compute.launch_overhead_s
-    rows = []
-    for kind, kwargs, fields in arch_configs("calibration"):
+    rows = [] if measured is None else measured
+    for kind, kwargs, fields in arch_configs("calibration") if measured is None else ():
         dense = fields.get("dense_layers", 0)
         for layers, (phase, batch, new, ctx) in itertools.product(
                 (1, 3), [("decode", 1, 1, 64), ("decode", 16, 1, 64), ("prefill", 1, 32, 0)]):
@@ -232,6 +232,23 @@ def _write_profile(out: Path, extra_s: dict, launch: float, note: str) -> str:
     return str(path)
 
 
+def stored_rows(folder: Path, which: str) -> tuple[list[dict], list[dict]]:
+    """(calibration rows, ``which`` set's rows) of an earlier run's ``calibration.csv`` and
+    ``measurements.csv``, with the moesim model fields of each (``--repredict``)."""
+    def rows(path: Path, fields_of) -> list[dict]:
+        table = pd.read_csv(path)
+        keep = [c for c in table.columns if not c.startswith(("pred", "error"))]
+        return [{**{k: r[k] for k in keep}, "fields": fields_of(r)} for _, r in table.iterrows()]
+
+    calib = {kind: fields for kind, _, fields in arch_configs("calibration")}
+    shapes = {(kind, f["experts"], f["top_k"]): f for kind, _, f in arch_configs(which)}
+    return (rows(folder / "calibration.csv", lambda r: dict(
+                calib[r["arch"]], moe_layers=int(r["layers"]) - calib[r["arch"]].get(
+                    "dense_layers", 0))),
+            rows(folder / "measurements.csv",
+                 lambda r: shapes[(r["arch"], int(r["experts"]), int(r["top_k"]))]))
+
+
 def predict_rows(rows: list[dict], profile: str) -> pd.DataFrame:
     from moesim.wholemodel import predict_model_many
 
@@ -263,15 +280,19 @@ def main() -> None:
     parser.add_argument("--out", default="results/wholemodel-cpu")
     parser.add_argument("--budget-s", type=float, default=0.5, dest="budget_s")
     parser.add_argument("--set", default="held-out", choices=sorted(set(SETS) - {"calibration"}))
+    parser.add_argument("--repredict", type=Path, default=None, help=(
+        "measure nothing: refit the overheads on FOLDER/calibration.csv and re-predict "
+        "FOLDER/measurements.csv with today's model and profile"))
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)  # the profile was calibrated with 1 torch thread
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    profile = calibrate(out, args.budget_s)
-    rows = []
-    for (kind, kwargs, fields), case in itertools.product(arch_configs(args.set), CASES):
+    calib_rows, rows = stored_rows(args.repredict, args.set) if args.repredict else (None, [])
+    profile = calibrate(out, args.budget_s, calib_rows)
+    for (kind, kwargs, fields), case in itertools.product(
+            arch_configs(args.set) if args.repredict is None else (), CASES):
         phase, batch, new, context = case
         model = build(kind, kwargs)
         meas = measure_case(model, phase, batch, new, context, args.budget_s)
