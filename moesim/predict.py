@@ -6,22 +6,21 @@ ep, placement, routing, seed, a2a kernel, hardware) and evaluates each group wit
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from moesim.config import ConfigError, MODEL_FIELDS, load_model, load_profile
-from moesim.config.dtypes import bytes_per_element, compute_dtype, weight_bytes_per_param
 from moesim.config.errors import unknown
 from moesim.config.run import OVERLAP_CODES, RUN_FIELDS, validate_run
 from moesim.config.specs import parse_routing
 from moesim.core import layer, loads, traffic
 from moesim.core.placement import Placement
+from moesim.groups import distinct_configs, row_groups, run_tasks
 from moesim.input_checks import check_run_values as _check_run_values, check_size as _check_size
 from moesim.inputs import build_placement, inclusion_probs
+from moesim.layer_rows import device_params, layer_rows, map_distinct
 from moesim.result import OUTPUT_COLUMNS, PredictResult, assemble_outputs
 from moesim.traces.io import load_trace
 
@@ -43,33 +42,8 @@ def _placement(spec: str, experts: int, ep: int, routing_spec: str, top_k: int, 
     return build_placement(spec, experts, ep, _inclusion(routing_spec, experts, top_k, seed))
 
 
-def device_params(hw, a2a_impl: str = "link") -> layer.DeviceParams:
-    """Profile ``hw``'s numbers for the core; ``a2a_impl`` picks dispatch/combine's cost law
-    (:func:`moesim.a2a_impl.kernel_laws`)."""
-    from moesim.a2a_impl import kernel_laws
-
-    dispatch_kernel, combine_kernel = kernel_laws(hw, a2a_impl)
-    eff = hw.efficiency
-    return layer.DeviceParams(
-        units=hw.compute.units, tile_m=hw.compute.gemm_tile_m, tile_n=hw.compute.gemm_tile_n,
-        launch_overhead_s=hw.compute.launch_overhead_s, grouped_gemm=hw.compute.grouped_gemm,
-        mem_bytes_per_s=hw.memory.bandwidth_bytes_per_s, mem_eff=float(eff.memory_bandwidth.at(1.0)),
-        up_bytes_per_s=hw.scale_up.bandwidth_bytes_per_s,
-        up_eff=float(eff.scale_up_bandwidth.at(1.0)), up_latency_s=hw.scale_up.latency_s,
-        out_bytes_per_s=hw.scale_out.bandwidth_bytes_per_s,
-        out_eff=float(eff.scale_out_bandwidth.at(1.0)), out_latency_s=hw.scale_out.latency_s,
-        idle_peer_speedup=hw.compute.idle_peer_speedup, split_k_min_k=hw.compute.split_k_min_k,
-        dispatch_kernel=dispatch_kernel, combine_kernel=combine_kernel)
 
 
-def _row_groups(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(first row of each distinct combination, group id of every row) over ``columns``."""
-    codes = np.zeros(len(columns[0]), dtype=np.int64)
-    for column in columns:
-        c, u = pd.factorize(column, use_na_sentinel=False)
-        codes = codes * max(len(u), 1) + c
-    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    return first, inverse
 
 
 def _resolve_models(df: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -80,7 +54,7 @@ def _resolve_models(df: pd.DataFrame) -> dict[str, np.ndarray]:
     names = _objects(df["model"]) if "model" in df.columns else \
         np.full(len(df), "custom", dtype=object)
     given = {c: _objects(df[c]) for c in cols}
-    first, inverse = _row_groups([names] + list(given.values()))
+    first, inverse = row_groups([names] + list(given.values()))
     dumps = []
     for i in first:
         overrides = {c: _py(v[i]) for c, v in given.items() if not pd.isna(v[i])}
@@ -143,7 +117,7 @@ def _predict_rows(df: pd.DataFrame, q: np.ndarray | None = None,
     for key in RUN_FIELDS + ("hardware",):
         numeric = pd.api.types.is_numeric_dtype(df[key]) or pd.api.types.is_bool_dtype(df[key])
         columns[key] = df[key].to_numpy() if numeric else _objects(df[key])
-    first, group_of = _row_groups([columns[c] for c in SIGNATURE])
+    first, group_of = row_groups([columns[c] for c in SIGNATURE])
     in_order = bool((group_of[1:] >= group_of[:-1]).all())  # a sweep's usual layout
     order = np.arange(len(group_of)) if in_order else np.argsort(group_of, kind="stable")
     bounds = np.searchsorted(group_of[order], np.arange(len(first) + 1))
@@ -158,107 +132,13 @@ def _predict_rows(df: pd.DataFrame, q: np.ndarray | None = None,
         sig = {c: _py(columns[c][first[g]]) for c in SIGNATURE}
         _evaluate_group(sig, sub, rows, outputs, q, place, profiles)
 
-    tasks = _tasks(bounds, _WORKERS)
-    large = [t for t in tasks if t[1].stop - t[1].start >= _PARALLEL_MIN_ROWS]
-    for task in tasks:  # small groups are Python-bound: threads would only share the GIL
-        if len(large) < 2 or task not in large:
-            evaluate(task)
-    if len(large) >= 2:
-        with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(evaluate, large))  # re-raises the first task's error, in task order
+    run_tasks(evaluate, bounds)
     back = slice(None) if in_order else np.argsort(order)
     for name, values in outputs.items():
         df[name] = values[back]
     return df
 
 
-#: Threads evaluating large groups (numpy's array loops release the GIL, so the cores share a
-#: sweep) and the rows from which a piece of work is large.
-_WORKERS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else os.cpu_count() or 1)
-_PARALLEL_MIN_ROWS = 8_192
-
-
-def _tasks(bounds: np.ndarray, workers: int) -> list[tuple[int, slice]]:
-    """(group, rows) pieces of work: every group, the large ones split in ``workers`` parts
-    (rows are evaluated independently, so a split changes no value)."""
-    total = int(bounds[-1])
-    tasks = []
-    for g in range(len(bounds) - 1):
-        lo, hi = int(bounds[g]), int(bounds[g + 1])
-        parts = workers if workers > 1 and hi - lo >= max(total // 4, 2 * _PARALLEL_MIN_ROWS) \
-            else 1
-        edges = np.linspace(lo, hi, parts + 1).astype(int)
-        tasks += [(g, slice(a, b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-    return tasks
-
-
-def _map(fn, *columns: np.ndarray, kind=float) -> np.ndarray:
-    """``fn`` applied per row, evaluated once per distinct combination of the columns."""
-    columns = tuple(np.asarray(column) for column in columns)
-    if len(columns[0]) and all((column == column[0]).all() for column in columns):
-        value = np.asarray([fn(*(column[0] for column in columns))], dtype=kind)
-        return np.repeat(value, len(columns[0]))  # one combination: the usual case in a group
-    codes = np.zeros(len(columns[0]), dtype=np.int64)
-    uniques = []
-    for column in columns:
-        c, u = pd.factorize(column, use_na_sentinel=False)
-        codes = codes * len(u) + c
-        uniques.append(u)
-    combos, inverse = np.unique(codes, return_inverse=True)
-    values = []
-    for combo in combos:
-        args = []
-        for u in reversed(uniques):
-            combo, i = divmod(int(combo), len(u))
-            args.append(u[i])
-        values.append(fn(*reversed(args)))
-    return np.asarray(values, dtype=kind)[inverse]
-
-
-def _layer_rows(sub: dict, hw) -> layer.LayerRows:
-    act_dtype = sub["activation_dtype"].astype(object)
-    gemm_dtype = np.asarray(_map(compute_dtype, sub["weight_dtype"], sub["compute_dtype"],
-                                 act_dtype, kind=object), dtype=object)
-    f = lambda c: np.asarray(sub[c], dtype=float)  # noqa: E731
-    return layer.LayerRows(
-        tokens=f("tokens"), hidden=f("hidden"), expert_ffn=f("expert_ffn"),
-        shared_ffn=f("shared_experts") * f("shared_expert_ffn"),
-        matrices=np.where(np.asarray(sub["gated"], dtype=bool), 3.0, 2.0), top_k=f("top_k"),
-        experts=f("experts"),
-        weight_bytes_per_param=_map(weight_bytes_per_param, sub["weight_dtype"]),
-        act_bytes=_map(bytes_per_element, act_dtype),
-        dispatch_bytes_per_copy=_map(lambda h, d: float(traffic.token_bytes(h, d)),
-                                     sub["hidden"], sub["dispatch_dtype"]),
-        combine_bytes_per_copy=_map(lambda h, d: float(traffic.token_bytes(h, d)),
-                                    sub["hidden"], sub["combine_dtype"]),
-        peak_gemm_flops_per_s=_map(hw.peak_flops_per_s, gemm_dtype),
-        peak_router_flops_per_s=_map(hw.peak_flops_per_s, act_dtype),
-        gemm_dtype=gemm_dtype, act_dtype=act_dtype, gemm_curve=hw.efficiency.gemm,
-        grouped_curve=hw.efficiency.grouped_gemm,
-        expert_fixed_s=None if hw.efficiency.grouped_gemm is None else _map(
-            hw.efficiency.grouped_gemm.fixed, gemm_dtype),
-        expert_fixed_per_slot_s=None if hw.efficiency.grouped_gemm is None else _map(
-            hw.efficiency.grouped_gemm.fixed_per_expert, gemm_dtype),
-        gemm_call_fixed_s=None if hw.efficiency.gemm_call is None else _map(
-            hw.efficiency.gemm_call.fixed, gemm_dtype),
-        router_call_fixed_s=None if hw.efficiency.gemm_call is None else _map(
-            hw.efficiency.gemm_call.fixed, act_dtype),
-        **_phase_tables(hw, act_dtype))
-
-
-def _phase_tables(hw, act_dtype: np.ndarray) -> dict:
-    """Per-row kernel counts and streaming efficiencies of the memory-bound phases."""
-    from moesim.config.hardware import KERNEL_PHASES
-
-    phases = hw.efficiency.phases
-    base_eff = float(hw.efficiency.memory_bandwidth.at(1.0))
-    kernels, eff = {}, {}
-    for phase in KERNEL_PHASES:
-        kernels[phase] = _map(lambda d, p=phase: phases.lookup("kernels", p, d), act_dtype)
-        eff[phase] = _map(lambda d, p=phase: phases.lookup("memory_efficiency", p, d, base_eff),
-                          act_dtype)
-    return {"phase_kernels": kernels, "phase_mem_eff": eff}
 
 
 def _group_setup(sig: dict, q: np.ndarray | None = None, place: Placement | None = None,
@@ -286,7 +166,7 @@ def _evaluate_group(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None
                     place_given=None, profiles: dict | None = None) -> None:
     """Outputs of one signature group, whose columns are ``sub``, into ``outputs[...][at]``;
     rows that repeat a config (sweeps often do) are evaluated once."""
-    distinct = _distinct_configs([v for c, v in sub.items() if c not in sig])
+    distinct = distinct_configs([v for c, v in sub.items() if c not in sig])
     if distinct is None:
         _evaluate_rows(sig, sub, at, outputs, q_given, place_given, profiles)
         return
@@ -298,24 +178,12 @@ def _evaluate_group(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None
         outputs[name][at] = values[inverse]
 
 
-def _distinct_configs(columns: list[np.ndarray]):
-    """(first row of each distinct config, config of every row) over ``columns``, or None when
-    every row is distinct (the common case of a sweep, found without a sort)."""
-    varying = [v for v in columns if not (v == v[0]).all()]
-    if not varying:
-        return np.zeros(1, dtype=int), np.zeros(len(columns[0]), dtype=int)
-    if len(varying) == 1 and len(pd.unique(varying[0])) == len(varying[0]):
-        return None
-    first, inverse = _row_groups(varying)
-    return None if len(first) == len(inverse) else (first, inverse)
-
-
 def _evaluate_rows(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None,
                    place_given=None, profiles: dict | None = None) -> None:
     """:func:`_evaluate_group` over distinct rows."""
     try:
         hw, q, place, copies = _group_setup(sig, q_given, place_given, profiles)
-        rows = _layer_rows(sub, hw)
+        rows = layer_rows(sub, hw)
         params = device_params(hw, sig["a2a_impl"])
     except ConfigError as exc:
         where = ", ".join(f"{k}={sig[k]}" for k in ("hardware", "experts", "ep", "placement"))
@@ -336,7 +204,7 @@ def _evaluate_rows(sig: dict, sub: dict, at: slice, outputs: dict, q_given=None,
         costs["drop_rate"] = drop_rate
         return costs, imbalance
 
-    overlap = _map(OVERLAP_CODES.get, sub["overlap"]).astype(int)
+    overlap = map_distinct(OVERLAP_CODES.get, sub["overlap"]).astype(int)
     costs, imbalance = evaluate(rows)
     two = overlap == 2
     half = evaluate(rows.subset(two, 0.5))[0]["phases"] if two.any() else None
@@ -414,5 +282,5 @@ def _montecarlo(expected: PredictResult, frame: pd.DataFrame, samples: int, q, p
     trace = load_trace(spec.path) if spec is not None and spec.kind == "trace" else None
     sub = {c: np.repeat(frame[c].to_numpy(dtype=object), samples) for c in frame.columns}
     setup = MonteCarloSetup(hw, device_params(hw, row["a2a_impl"]), q, place, copies, sub,
-                            _layer_rows(sub, hw), trace)
+                            layer_rows(sub, hw), trace)
     return montecarlo(expected, row, setup, samples)

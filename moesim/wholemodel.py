@@ -239,9 +239,9 @@ def _step_rows(hw, sub: dict, run: dict, lay: dict, moe: dict) -> step.StepRows:
     act = sub["activation_dtype"].astype(object)
     weight = sub["weight_dtype"].astype(object)
     # the dtype the dense GEMMs run in (fp8 weights in fp8; w4a16 weights in the activations')
-    from moesim.predict import _map
+    from moesim.layer_rows import map_distinct
 
-    dense_dtype = _map(lambda w, c, a: compute_dtype(w, None if pd.isna(c) else c, a),
+    dense_dtype = map_distinct(lambda w, c, a: compute_dtype(w, None if pd.isna(c) else c, a),
                        weight, sub["compute_dtype"], act, kind=object)
     kv = np.where(pd.isna(run["kv_dtype"]), act, run["kv_dtype"]).astype(object)
     bpe = lambda dts: _per_value(bytes_per_element, dts)  # noqa: E731
@@ -327,7 +327,7 @@ def _evaluate(hw, hw_name: str, sub: dict, run: dict) -> dict:
 
 
 def layer_params(hw) -> layer.DeviceParams:
-    from moesim.predict import device_params
+    from moesim.layer_rows import device_params
 
     return device_params(hw)
 

@@ -28,7 +28,7 @@ LAYERS = [
     ["traces", "harness"],            # trace files; timing/stats/device primitives
     # spec files -> arrays; column checks; atomic writes; text; the run's all-to-all cost law
     ["inputs", "input_checks", "fileio", "format", "a2a_impl"],
-    ["result"],                       # prediction outputs
+    ["result", "layer_rows", "groups"],  # prediction outputs; per-row core inputs; row groups
     ["montecarlo"],                   # Monte Carlo over the arrays predict hands it
     ["predict"],                      # predict / predict_many (one MoE layer)
     ["wholemodel"],                   # whole-model step: attention, dense, MoE layers, memory

@@ -173,14 +173,14 @@ def test_threaded_large_groups_give_the_sequential_values(monkeypatch):
 
     import numpy as np
 
-    module = sys.modules["moesim.predict"]
+    module = sys.modules["moesim.groups"]
     df = pd.DataFrame({"model": "qwen3-30b-a3b", "hardware": np.repeat(["h100-sxm", "b200"], 9000),
                        "tokens": np.tile(np.arange(1, 9001), 2), "ep": 8,
                        "routing": np.repeat(["uniform", "zipf:1.0"], 9000)})
-    monkeypatch.setattr(module, "_PARALLEL_MIN_ROWS", 2000)
-    monkeypatch.setattr(module, "_WORKERS", 1)
+    monkeypatch.setattr(module, "PARALLEL_MIN_ROWS", 2000)
+    monkeypatch.setattr(module, "WORKERS", 1)
     one = predict_many(df)
-    monkeypatch.setattr(module, "_WORKERS", 2)
-    assert len(module._tasks(np.array([0, 9000, 18000]), 2)) == 4
+    monkeypatch.setattr(module, "WORKERS", 2)
+    assert len(module.split_tasks(np.array([0, 9000, 18000]), 2)) == 4
     two = predict_many(df)
     pd.testing.assert_frame_equal(one, two)

@@ -44,7 +44,7 @@ def row_counts(row, seed: int = 0) -> list[np.ndarray]:
 def _rows(df: pd.DataFrame, hw, profile, counts: np.ndarray) -> layer.LayerRows:
     """Layer rows of the measured GPU. Its permute and finalize move only the rows of its own
     experts (``counts.sum()`` of the ``T k`` copies): ``top_k`` is set to that share per token."""
-    from moesim.predict import _phase_tables
+    from moesim.layer_rows import phase_tables
 
     n = len(df)
     local_k = counts.sum(axis=1) / np.maximum(df.num_tokens.to_numpy(float), 1.0)
@@ -66,7 +66,7 @@ def _rows(df: pd.DataFrame, hw, profile, counts: np.ndarray) -> layer.LayerRows:
             [profile.efficiency.grouped_gemm.fixed(d.key) for d in dt])
         + np.array([profile.efficiency.grouped_gemm.fixed_per_expert(d.key) for d in dt])
         * f("num_experts") / f("moe_ep_size"),
-        **_phase_tables(profile, act))
+        **phase_tables(profile, act))
 
 
 def _draw_counts(df: pd.DataFrame, seed: int = 0):
@@ -83,7 +83,7 @@ def _draw_counts(df: pd.DataFrame, seed: int = 0):
 
 def predict_rows(df: pd.DataFrame, profile, seed: int = 0) -> pd.DataFrame:
     """Predicted seconds of each ``moe_perf`` row, with the phase split (columns ``*_s``)."""
-    from moesim.predict import device_params
+    from moesim.layer_rows import device_params
 
     hw = device_params(profile)
     splits = [_phase_split(df, hw, profile, c) for c in _draw_counts(df, seed)]
@@ -103,7 +103,7 @@ def expert_terms(df: pd.DataFrame, profile, seed: int = 0) -> dict[str, np.ndarr
     tokens per hit expert, where the model reads the factor), plus ``other_s`` ``[rows]``:
     top-k, permute and finalize, and ``local_experts`` ``[rows]``: experts held by the GPU."""
     from moesim.core import gemm, phases
-    from moesim.predict import device_params
+    from moesim.layer_rows import device_params
 
     hw = device_params(profile)
     bare = profile.model_copy(update={"efficiency": profile.efficiency.model_copy(
