@@ -7,14 +7,15 @@ checks that use all three (grouped GEMM, router), then the all-to-all links.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
 
-from moesim.calibration import call_fit, comm_fit, ffn_fit, gemm_fit, stream_fit
+from moesim.calibration import comm_fit, gemm_fit, stream_fit
+from moesim.calibration.gemm_part import gemm_part
+from moesim.calibration.numbers import gb, sig
 from moesim.harness import machine
-from moesim.calibration.fit import error_summary
 from moesim.config import ConfigError, HardwareProfile
 from moesim.harness.records import Measurements
 
@@ -47,32 +48,11 @@ def _units(base: HardwareProfile, facts: dict, opts: Options) -> int:
     return int(facts.get("sm_count") or base.compute.units)
 
 
-def _gemm_device(base: HardwareProfile, units: int, mem_bps: float, launch_s: float,
-                 tile_m: int | None = None):
-    scale = units / base.compute.units
-    peaks = {d: p * scale for d, p in base.compute.peak_flops_per_s.items()}
-    return gemm_fit.GemmDevice(peaks, units, tile_m or base.compute.gemm_tile_m,
-                               base.compute.gemm_tile_n, mem_bps, launch_s)
-
-
 def _eff(value: float, peak: float) -> tuple[float, float | None]:
     """(efficiency <= 1, new peak or None): a measured rate above the peak raises the peak."""
     if value > peak:
         return 1.0, value
     return round(value / peak, 4), None
-
-
-def _router_check(dev, tables, recs, mem_bps) -> dict:
-    out = {}
-    for dtype in sorted({r.params["dtype"] for r in recs}):
-        mine = [r for r in recs if r.params["dtype"] == dtype]
-        if dtype not in tables:
-            continue
-        pred = [gemm_fit.predict(dev, dtype, tables[dtype], r.params["tokens"], r.params["hidden"],
-                                 r.params["experts"])[0]
-                + r.params["bytes"] / mem_bps + 2 * dev.launch_s for r in mine]
-        out[dtype] = error_summary(pred, [r.stats.median_s for r in mine])
-    return out
 
 
 def _memory(meas, base, launch_s, gemm_recs, opts, quality) -> float | None:
@@ -85,9 +65,9 @@ def _memory(meas, base, launch_s, gemm_recs, opts, quality) -> float | None:
     floor = stream_fit.MIN_STREAM_OF_COPY * rates["copy"] if rates["copy"] else None
     if rates["stream"] is not None and floor and rates["stream"] < floor:
         quality.setdefault("bound_violations", []).append(
-            f"memory: layer streaming rate {_gb(rates['stream'])} GB/s below "
-            f"{stream_fit.MIN_STREAM_OF_COPY:g} x the copy rate ({_gb(rates['copy'])} GB/s) of "
-            f"the same run; raised to {_gb(floor)} GB/s")
+            f"memory: layer streaming rate {gb(rates['stream'])} GB/s below "
+            f"{stream_fit.MIN_STREAM_OF_COPY:g} x the copy rate ({gb(rates['copy'])} GB/s) of "
+            f"the same run; raised to {gb(floor)} GB/s")
     chosen = rates[opts.memory_source] or rates["copy"] or rates["stream"]
     if chosen is not None and floor:
         chosen = max(chosen, floor)
@@ -116,7 +96,7 @@ def calibrate(meas: Measurements, base: HardwareProfile, opts: Options) -> dict:
     launch_s = _compute_part(doc, quality, meas, base, facts, units)
     mem_bps = _memory_part(doc, quality, meas, base, launch_s, opts)
     tile_m = opts.tile_m or (1 if facts.get("device_type") == "cpu" else None)
-    _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m)
+    gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m)
     _comm_part(doc, quality, meas, base, launch_s, facts, opts)
     quality["noise"] = _noise(meas)
     return _finish(doc, quality, meas, base, opts, facts)
@@ -138,12 +118,12 @@ def _compute_part(doc, quality, meas, base, facts, units) -> float:
     if not meas.of("op_overhead"):
         return base.compute.launch_overhead_s
     launch_s, per_op = stream_fit.launch_overhead(meas.of("op_overhead"))
-    doc["compute"]["launch_overhead_s"] = _sig(launch_s)
+    doc["compute"]["launch_overhead_s"] = sig(launch_s)
     notes["compute.launch_overhead_s"] = ("measured: median seconds per op over tiny torch "
                                           f"ops ({', '.join(sorted(per_op))})")
-    quality["launch_overhead"] = {"per_op_s": {k: _sig(v) for k, v in per_op.items()},
-                                  "min_s": _sig(min(per_op.values())),
-                                  "max_s": _sig(max(per_op.values()))}
+    quality["launch_overhead"] = {"per_op_s": {k: sig(v) for k, v in per_op.items()},
+                                  "min_s": sig(min(per_op.values())),
+                                  "max_s": sig(max(per_op.values()))}
     return launch_s
 
 
@@ -155,130 +135,18 @@ def _memory_part(doc, quality, meas, base, launch_s, opts) -> float:
                 * float(base.efficiency.memory_bandwidth.at(1.0)))
     eff, peak = _eff(mem_bps, base.memory.bandwidth_bytes_per_s)
     if peak:
-        doc["memory"]["bandwidth_bytes_per_s"] = _sig(peak)
+        doc["memory"]["bandwidth_bytes_per_s"] = sig(peak)
         doc["sources"]["memory.bandwidth_bytes_per_s"] = (
-            f"measured: {_gb(mem_bps)} GB/s exceeds the base's peak "
-            f"({_gb(base.memory.bandwidth_bytes_per_s)} GB/s), so the peak is raised to it")
+            f"measured: {gb(mem_bps)} GB/s exceeds the base's peak "
+            f"({gb(base.memory.bandwidth_bytes_per_s)} GB/s), so the peak is raised to it")
     m = quality["memory"]
     doc["efficiency"]["memory_bandwidth"] = {
         "basis": "measured", "value": eff,
-        "note": (f"{_gb(mem_bps)} GB/s effective: source '{m['source']}' (layer streaming "
-                 f"kernels {_gb(m['stream_bytes_per_s'])}, large copy read+write "
-                 f"{_gb(m['copy_bytes_per_s'])}), at least the max GEMM weight-streaming "
-                 f"rate {_gb(m['gemm_weight_bytes_per_s_max'])} GB/s")}
+        "note": (f"{gb(mem_bps)} GB/s effective: source '{m['source']}' (layer streaming "
+                 f"kernels {gb(m['stream_bytes_per_s'])}, large copy read+write "
+                 f"{gb(m['copy_bytes_per_s'])}), at least the max GEMM weight-streaming "
+                 f"rate {gb(m['gemm_weight_bytes_per_s_max'])} GB/s")}
     return mem_bps
-
-
-def _gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> None:
-    """GEMM efficiency tables (from the layer's expert FFNs where measured, else from dense
-    GEMMs), then the checks that use them and the small phases' kernels and streaming."""
-    quality["streaming"] = stream_fit.stream_errors(meas.records, mem_bps, launch_s)
-    copy_bps = quality.get("memory", {}).get("copy_bytes_per_s")
-    fixed = stream_fit.fixed_costs(meas.records, launch_s, copy_bps)
-    quality["layer_kernel_fixed_costs"] = fixed
-    if stream_fit.bound_violations(fixed):
-        quality.setdefault("bound_violations", []).extend(stream_fit.bound_violations(fixed))
-    peak_bps = doc["memory"].get("bandwidth_bytes_per_s", base.memory.bandwidth_bytes_per_s)
-    _phase_part(doc, quality["layer_kernel_fixed_costs"], peak_bps)
-    recs = meas.of("gemm")
-    ffn_recs = meas.of("layer_experts") + meas.of("layer_shared_experts")
-    if not recs and not ffn_recs:
-        return
-    dev = _gemm_device(base, units, mem_bps, launch_s, tile_m)
-    if tile_m:
-        doc["compute"]["gemm_tile_m"] = int(tile_m)
-        doc["sources"]["compute.gemm_tile_m"] = (
-            f"assumption (calibration choice): {tile_m}-token row tiles, so the efficiency "
-            "table resolves every measured M (the model reads efficiency at tile-padded "
-            "tokens per expert; CPU BLAS runs M tails with masked kernels, the table holds "
-            "their cost)")
-    missing = sorted({r.params["dtype"] for r in recs + ffn_recs} - set(dev.peaks))
-    if missing:
-        raise ConfigError(f"GEMM records in dtype(s) {', '.join(missing)} but the base profile "
-                          f"'{base.name}' has no peak for them; expected one of "
-                          f"{', '.join(sorted(dev.peaks))}", field="compute.peak_flops_per_s")
-    grouped = _grouped_part(doc, quality, meas, dev, base)
-    dev = _call_part(doc, quality, meas, dev, grouped)
-    dense = gemm_fit.fit_gemm(dev, recs) if recs else None
-    if dense:
-        quality["gemm"] = dense.quality
-    if ffn_recs:
-        stream = ffn_fit.streaming(doc["efficiency"].get("phases"), peak_bps,
-                                   mem_bps / peak_bps, {r.params["dtype"] for r in ffn_recs},
-                                   base.efficiency.phases.kernels["activation"])
-        fit = ffn_fit.fit_ffn(dev, stream, grouped, ffn_recs)
-        quality["gemm_layer_ffn"] = fit.quality
-        if dense:
-            quality["dense_gemm_table_on_layer_ffn"] = ffn_fit.check_dense(
-                dev, stream, grouped, dense.tables, ffn_recs)
-        tables = dict(fit.tables)
-        for dtype, table in (dense.tables.items() if dense else ()):
-            tables.setdefault(dtype, table)
-        points = {d: q["points"] for d, q in fit.quality.items()}
-        note = (f"ideal GEMM time (eff=1, model tiles) / (measured - launches - activation) per "
-                f"expert FFN of the reference layer, timed in place (routed grouped GEMMs and "
-                f"the shared expert; points per dtype {points}), median per tokens per expert; "
-                f"dtypes without layer records keep the dense GEMM table")
-    else:
-        tables = dense.tables
-        note = (f"ideal time (eff=1, model tiles) / (measured - launch) per dense GEMM, median "
-                f"over {dense.quality[min(dense.quality)]['shapes']} expert shapes per M")
-    tables = {d: [[_sig(m), round(e, 4)] for m, e in t] for d, t in tables.items()}
-    default = "bf16" if "bf16" in tables else min(tables)
-    doc["efficiency"]["gemm"] = {
-        "basis": "measured", "note": f"{note}; 'default' is the {default} table",
-        "by_dtype": {**tables, "default": tables[default]}}
-    if meas.of("grouped_gemm"):
-        quality["grouped_gemm"] = gemm_fit.check_grouped(dev, tables, meas.of("grouped_gemm"))
-    router = [r for r in meas.records if r.kind == "router"]
-    if router:
-        quality["router"] = _router_check(dev, tables, router, mem_bps)
-
-
-def _call_part(doc, quality, meas, dev, grouped: bool):
-    """``efficiency.gemm_call`` from the per-call probe (where measured); returns ``dev`` with
-    it, so the expert-FFN table is fitted net of it."""
-    fits = call_fit.fit_call_fixed(meas.of("grouped_gemm"), "grouped" if grouped else "loop",
-                                   dev.launch_s)
-    entry = call_fit.profile_entry(fits)
-    if entry is None:
-        return dev
-    quality["gemm_call"] = fits
-    doc["efficiency"]["gemm_call"] = entry
-    return replace(dev, call_fixed_s=dict(entry["fixed_s"]))
-
-
-def _grouped_part(doc, quality, meas, dev, base) -> bool:
-    """Whether the device runs a grouped GEMM kernel (measured where grouped records exist)."""
-    recs = meas.of("grouped_gemm")
-    if not recs:
-        return bool(base.compute.grouped_gemm)
-    has_grouped = any(r.params["impl"] == "grouped" for r in recs)
-    doc["compute"]["grouped_gemm"] = has_grouped
-    doc["sources"]["compute.grouped_gemm"] = (
-        "measured: torch._grouped_mm ran on this device" if has_grouped else
-        "measured: no grouped kernel on this device; experts run one matmul each")
-    return has_grouped
-
-
-def _phase_part(doc, fixed: dict, peak_bytes_per_s: float) -> None:
-    """``efficiency.phases`` from the per-phase fits ``t = fixed + bytes / rate``: kernels =
-    fixed / launch overhead (at least 1), streaming efficiency = rate / peak bandwidth (the
-    router's rate is dominated by its GEMM, which the model costs separately)."""
-    kernels, mem_eff = {}, {}
-    for key, fit in fixed.items():
-        phase = key.split("/")[0]
-        if fit.get("implied_launches") is not None:
-            kernels[key] = max(1.0, float(fit["implied_launches"]))
-        if phase != "router" and fit.get("bytes_per_s", 0) > 0:
-            mem_eff[key] = round(min(1.0, fit["bytes_per_s"] / peak_bytes_per_s), 4)
-    if kernels or mem_eff:
-        doc["efficiency"]["phases"] = {
-            "basis": "measured", "kernels": kernels, "memory_efficiency": mem_eff,
-            "note": ("per phase/dtype fit of t = fixed + bytes / rate over token counts: kernels "
-                     "= fixed / launch_overhead_s (eager torch runs several ops per phase), "
-                     "memory_efficiency = rate / peak memory bandwidth with the model's byte "
-                     "count (fp32 accumulation and unfused temporaries move more bytes)")}
 
 
 def _comm_part(doc, quality, meas, base, launch_s, facts, opts) -> None:
@@ -299,16 +167,16 @@ def _comm_part(doc, quality, meas, base, launch_s, facts, opts) -> None:
             raise ConfigError(f"all-to-all times do not grow with size ({key}); cannot fit a "
                               "bandwidth", file=meas.source, field="records")
         eff, peak = _eff(src.fit.rate, peak_link.bandwidth_bytes_per_s)
-        doc[key]["latency_s"] = _sig(max(src.fit.alpha_s - launch_s, 0.0))
+        doc[key]["latency_s"] = sig(max(src.fit.alpha_s - launch_s, 0.0))
         if peak:
-            doc[key]["bandwidth_bytes_per_s"] = _sig(peak)
+            doc[key]["bandwidth_bytes_per_s"] = sig(peak)
             doc["sources"][f"{key}.bandwidth_bytes_per_s"] = (
-                f"measured: {_gb(src.fit.rate)} GB/s exceeds the base's assumed peak "
-                f"({_gb(peak_link.bandwidth_bytes_per_s)} GB/s), so the peak is raised to it")
+                f"measured: {gb(src.fit.rate)} GB/s exceeds the base's assumed peak "
+                f"({gb(peak_link.bandwidth_bytes_per_s)} GB/s), so the peak is raised to it")
         copied = src is not link
         doc["efficiency"][f"{key}_bandwidth"] = {
             "basis": "measured", "value": eff,
-            "note": (f"{_gb(src.fit.rate)} GB/s per rank (max of sent, received) from "
+            "note": (f"{gb(src.fit.rate)} GB/s per rank (max of sent, received) from "
                      f"{src.fit.points} even all-to-all sizes with {src.world_size} ranks (other "
                      "rank counts: fit_quality per_world_size)"
                      + ("; copied from scale_up: all ranks share this host" if copied else ""))}
@@ -348,14 +216,6 @@ def _finish(doc, quality, meas, base, opts, facts) -> dict:
     return {**head, **body, "provenance": _plain(prov), "fit_quality": _plain(quality)}
 
 
-def _sig(x: float, digits: int = 4) -> float:
-    return float(f"{x:.{digits}g}")
-
-
-def _gb(x) -> str:
-    return "n/a" if x is None else f"{x / 1e9:.3g}"
-
-
 def _plain(obj):
     """JSON/YAML-safe: numpy scalars to Python, floats to 4 significant digits."""
     if isinstance(obj, dict):
@@ -367,7 +227,7 @@ def _plain(obj):
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return _sig(float(obj)) if np.isfinite(obj) else str(obj)
+        return sig(float(obj)) if np.isfinite(obj) else str(obj)
     if isinstance(obj, str):
         return str(obj)  # plain str (e.g. torch.__version__ is a str subclass)
     return obj
