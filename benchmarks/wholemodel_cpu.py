@@ -210,7 +210,7 @@ def _write_profile(out: Path, extra_s: dict, launch: float, note: str) -> str:
     import os
 
     from moesim.config import load_profile
-    from moesim.wholemodel import ENGINE_KERNELS
+    from moesim.step_rows import ENGINE_KERNELS
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "cpu-epyc-zen4-1t-transformers.yaml"

@@ -21,20 +21,11 @@ import numpy as np
 import pandas as pd
 
 from moesim.config import ConfigError, load_profile
-from moesim.config.dtypes import bytes_per_element, compute_dtype, weight_bytes_per_param
 from moesim.config.model_run import (MODEL_RUN_FIELDS, MOE_RUN_FIELDS,  # noqa: F401
                                      RUN_SIZE_FIELDS, ModelRun, validate_model_run)
 from moesim.core import footprint, layer, params, step
+from moesim.step_rows import as_float, step_rows
 
-#: Kernels per block of a fused serving engine (CUDA graphs; vLLM/SGLang/TRT-LLM fuse rope +
-#: KV append, run one attention kernel, one RMSNorm(+residual) kernel) and of eager PyTorch
-#: (the op count of the ``transformers`` modelling code: RMSNorm 7 ops, rotary 12, cache
-#: update 2, repeat_kv 2, sdpa 1, reshape 1). A profile's ``efficiency.phases.kernels`` entries
-#: ``attention``, ``norm``, ``embed``, ``lm_head`` (measured) take precedence.
-ENGINE_KERNELS = {
-    "fused": {"attention": 3.0, "norm": 1.0, "embed": 1.0, "lm_head": 2.0, "activation": 1.0},
-    "eager": {"attention": 18.0, "norm": 7.0, "embed": 1.0, "lm_head": 2.0, "activation": 2.0},
-}
 OUTPUT_COLUMNS = ("ttft_s", "tpot_s", "step_time_s", "tokens_per_s", "tokens_per_s_per_device",
                   "tokens_per_s_per_node", "devices", "ep",
                   *[f"{k}_s" for k in step.KINDS], "attention_core_s", "pp_bubble_s",
@@ -105,28 +96,18 @@ def _column(column: pd.Series) -> np.ndarray:
     return column.to_numpy() if numeric else _objects(column)
 
 
-def _f(x) -> np.ndarray:
-    return np.asarray(x, dtype=float)
-
-
 def _py(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _per_value(fn, values) -> np.ndarray:
-    """``fn(v)`` for every element of ``values``, evaluated once per distinct value."""
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
-    return np.asarray([fn(u) for u in uniques], dtype=float)[codes]
-
-
 def _layout(run: dict) -> dict:
     """Derived deployment numbers ``[rows]``: micro-batches, sequences per attention rank."""
-    tp, dp, pp, moe_tp = (_f(run[k]) for k in ("tp", "dp_attn", "pp", "moe_tp"))
+    tp, dp, pp, moe_tp = (as_float(run[k]) for k in ("tp", "dp_attn", "pp", "moe_tp"))
     decode = run["phase"] == "decode"
     micro = np.where(pp > 1, pp, 1.0)
-    seqs = _f(run["batch"]) / micro / dp
-    new = np.where(decode, 1.0, _f(run["prompt_len"]))
-    past = np.where(decode, _f(run["context"]), 0.0)
+    seqs = as_float(run["batch"]) / micro / dp
+    new = np.where(decode, 1.0, as_float(run["prompt_len"]))
+    past = np.where(decode, as_float(run["context"]), 0.0)
     return {"tp": tp, "dp": dp, "pp": pp, "moe_tp": moe_tp, "decode": decode, "micro": micro,
             "seqs": seqs, "new": new, "past": past, "ep": tp * dp / moe_tp,
             "moe_tokens": seqs * new / tp * moe_tp}
@@ -145,7 +126,7 @@ def _moe_layer(hw_name: str, sub: dict, run: dict, lay: dict) -> pd.DataFrame:
 
     cols = {f: sub[f] for f in MOE_FIELDS}
     for f in ("expert_ffn", "shared_expert_ffn"):
-        split = _f(cols[f]) / lay["moe_tp"]
+        split = as_float(cols[f]) / lay["moe_tp"]
         if np.any(split != np.round(split)):
             raise ConfigError(f"moe_tp must divide {f}", field="moe_tp")
         cols[f] = split.astype(int)
@@ -169,111 +150,12 @@ def _moe_layer(hw_name: str, sub: dict, run: dict, lay: dict) -> pd.DataFrame:
             "tokens": cols["tokens"]}
 
 
-def _kernels(hw, engine: np.ndarray, act: np.ndarray, mla: np.ndarray) -> dict:
-    """Kernels per block ``[rows]``: the engine's counts, or the profile's measured ones
-    (``attention_mla`` serves MLA models where the profile gives it)."""
-    phases = hw.efficiency.phases
-    out = {}
-    for block in ENGINE_KERNELS["fused"]:
-        base = _per_value(lambda e, b=block: ENGINE_KERNELS[e][b], engine)
-        if phases is not None and block != "activation":
-            keyed = np.char.add(np.asarray(act, dtype=str), np.char.add("|", base.astype(str)))
-            split = lambda k: k.split("|")  # noqa: E731
-            base = _per_value(lambda k, b=block: phases.lookup(
-                "kernels", b, split(k)[0], float(split(k)[1])), keyed)
-            if block == "attention":
-                mla_base = _per_value(lambda k: phases.lookup(
-                    "kernels", "attention_mla", split(k)[0], float(split(k)[1])), keyed)
-                base = np.where(mla, mla_base, base)
-        out[block] = base
-    return out
-
-
-def _eff_fn(curve, dtypes: np.ndarray):
-    kinds = pd.unique(np.asarray(dtypes, dtype=object))
-    if len(kinds) == 1:
-        return lambda m: curve.at(m, kinds[0])
-
-    def eff(m):
-        m = np.asarray(m, float)
-        out = np.empty_like(m)
-        flat = m.reshape(len(dtypes), -1)
-        res = out.reshape(len(dtypes), -1)
-        for dt in set(dtypes):
-            mask = dtypes == dt
-            res[mask] = curve.at(flat[mask], dt)
-        return out
-    return eff
-
-
-def _shape_eff_fn(curve, dtypes: np.ndarray):
-    """``eff(m, n, k)`` per row ``[rows]`` at each row's dtype: a grid profile reads the GEMM
-    shape (``config.shape_grid``), an M-only curve reads ``m`` alone."""
-    dtypes = np.asarray(dtypes, dtype=object)
-
-    def eff(m, n, k):
-        m, n, k = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (m, n, k)))
-        out = np.empty(m.shape)
-        for dt in pd.unique(dtypes):
-            mask = dtypes == dt
-            out[mask] = curve.at(m[mask], dt, n=n[mask], k=k[mask])
-        return out
-    return eff
-
-
-def gemm_call_fixed(hw, dtypes: np.ndarray) -> np.ndarray:
-    """The profile's per-call GEMM fixed cost at each row's dtype ``[rows]`` (0 without one)."""
-    call = hw.efficiency.gemm_call
-    return np.zeros(len(dtypes)) if call is None else _per_value(call.fixed, dtypes)
-
-
-def exp_rate(hw, rows: int) -> np.ndarray:
-    """The profile's softmax exponentials per second ``[rows]`` (inf where it gives none)."""
-    rate = hw.compute.exp_per_s
-    return np.full(rows, np.inf if rate is None else float(rate))
-
-
-def _step_rows(hw, sub: dict, run: dict, lay: dict, moe: dict) -> step.StepRows:
-    dims = params.head_dims(sub)
-    dims.update(q_lora=_f(sub["q_lora_rank"]), kv_lora=_f(sub["kv_lora_rank"]))
-    act = sub["activation_dtype"].astype(object)
-    weight = sub["weight_dtype"].astype(object)
-    # the dtype the dense GEMMs run in (fp8 weights in fp8; w4a16 weights in the activations')
-    from moesim.layer_rows import map_distinct
-
-    dense_dtype = map_distinct(lambda w, c, a: compute_dtype(w, None if pd.isna(c) else c, a),
-                       weight, sub["compute_dtype"], act, kind=object)
-    kv = np.where(pd.isna(run["kv_dtype"]), act, run["kv_dtype"]).astype(object)
-    bpe = lambda dts: _per_value(bytes_per_element, dts)  # noqa: E731
-    window_layers = _f(sub["window_layers"])
-    return step.StepRows(
-        hidden=_f(sub["hidden"]), vocab=_f(sub["vocab"]), dims=dims,
-        mla=_f(sub["kv_lora_rank"]) > 0,
-        full_layers=_f(sub["moe_layers"]) + _f(sub["dense_layers"]) - window_layers,
-        window_layers=window_layers, window=_f(sub["sliding_window"]),
-        chunked=sub["window_kind"] == "chunked", moe_layers=_f(sub["moe_layers"]),
-        dense_layers=_f(sub["dense_layers"]), dense_ffn=_f(sub["dense_ffn"]),
-        dense_matrices=np.where(params.dense_gated(sub), 3.0, 2.0),
-        seqs=lay["seqs"], new=lay["new"], past=lay["past"], decode=lay["decode"],
-        mla_expand=np.asarray(run["mla_decode"] == "expand", dtype=bool), tp=lay["tp"],
-        moe_tp=lay["moe_tp"], pp=lay["pp"], moe_tokens=_f(moe["tokens"]),
-        moe_layer_s=_f(moe["time_s"]), act_bytes=bpe(act), kv_bytes=bpe(kv),
-        dense_weight_bytes=_per_value(weight_bytes_per_param, weight),
-        embed_bytes=bpe(act),
-        peak_dense_flops_per_s=_per_value(hw.peak_flops_per_s, dense_dtype),
-        peak_attn_flops_per_s=_per_value(hw.peak_flops_per_s, act),
-        dense_eff=_eff_fn(hw.efficiency.gemm, dense_dtype),
-        attn_eff=_shape_eff_fn(hw.efficiency.gemm, act), exp_per_s=exp_rate(hw, len(act)),
-        call_fixed_s=gemm_call_fixed(hw, dense_dtype),
-        kernels=_kernels(hw, run["engine"], act, _f(sub["kv_lora_rank"]) > 0))
-
-
 def _memory(hw, r: step.StepRows, sub: dict, run: dict, lay: dict, moe) -> dict:
     counts = params.model_params(sub)
     layers = r.full_layers + r.window_layers
     dense_ffn_params = params.ffn_params(r.hidden, r.dense_ffn, params.dense_gated(sub))
     weights = footprint.weights_bytes(
-        params.attention_params(sub), dense_ffn_params, _f(moe["moe_memory_bytes_per_device"])
+        params.attention_params(sub), dense_ffn_params, as_float(moe["moe_memory_bytes_per_device"])
         * r.moe_layers / np.maximum(r.moe_layers, 1.0), r.vocab, r.hidden, layers,
         r.dense_layers, r.tp, r.pp, np.asarray(sub["tie_embeddings"], bool),
         r.dense_weight_bytes, r.act_bytes, r.embed_bytes)
@@ -282,8 +164,8 @@ def _memory(hw, r: step.StepRows, sub: dict, run: dict, lay: dict, moe) -> dict:
                                         r.window_layers, r.window, r.pp)
     ws_seq = footprint.workspace_bytes(r.new, 1.0, r.hidden, r.dims, np.maximum(
         r.dense_matrices * r.dense_ffn, 0.0), r.vocab, r.tp, r.act_bytes)
-    seqs_dev = _f(run["batch"]) / lay["dp"]  # all micro-batches keep their caches
-    usable = hw.memory.capacity_bytes * _f(run["memory_utilization"])
+    seqs_dev = as_float(run["batch"]) / lay["dp"]  # all micro-batches keep their caches
+    usable = hw.memory.capacity_bytes * as_float(run["memory_utilization"])
     total = weights + seqs_dev * kv_seq + r.seqs * ws_seq
     return {"weights_bytes_per_device": weights, "kv_cache_bytes_per_device": seqs_dev * kv_seq,
             "workspace_bytes_per_device": r.seqs * ws_seq, "memory_bytes_per_device": total,
@@ -296,7 +178,7 @@ def _memory(hw, r: step.StepRows, sub: dict, run: dict, lay: dict, moe) -> dict:
 def _evaluate(hw, hw_name: str, sub: dict, run: dict) -> dict:
     lay = _layout(run)
     moe = _moe_layer(hw_name, sub, run, lay)
-    r = _step_rows(hw, sub, run, lay, moe)
+    r = step_rows(hw, sub, run, lay, moe)
     dp = layer_params(hw)
     kinds = step.stage_times(dp, r, hw.scale_up.domain_size)
     stage = sum(kinds[k] for k in step.KINDS if k != "pp_comm")
@@ -304,7 +186,7 @@ def _evaluate(hw, hw_name: str, sub: dict, run: dict) -> dict:
     ttft = (micro + pp - 1.0) * stage + (pp - 1.0) * p2p
     tpot = pp * (stage + p2p)
     step_time = np.where(lay["decode"], tpot, ttft)
-    batch = _f(run["batch"])
+    batch = as_float(run["batch"])
     tokens = np.where(lay["decode"], batch, batch * lay["new"])
     devices = lay["tp"] * lay["dp"] * pp
     per_dev = tokens / step_time / devices

@@ -31,6 +31,7 @@ LAYERS = [
     ["result", "layer_rows", "groups"],  # prediction outputs; per-row core inputs; row groups
     ["montecarlo"],                   # Monte Carlo over the arrays predict hands it
     ["predict"],                      # predict / predict_many (one MoE layer)
+    ["step_rows"],                    # a whole-model step's per-row inputs
     ["wholemodel"],                   # whole-model step: attention, dense, MoE layers, memory
     ["serving"],                      # whole-model API, serving curve, predict_many by scope
     ["placement_search", "offload", "measure"],

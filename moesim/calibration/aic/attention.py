@@ -30,7 +30,7 @@ bare rows are its ``core`` term (core FLOPs / memory + ``kernels.attention`` lau
 rows its ``total`` = ``proj`` (``core.attention.projection_gemms`` through
 ``layer.dense_gemm``) + ``core``; the two latent RMSNorms of the module are not in
 ``attention_layer`` and are not added. The efficiency is built as in ``moesim.wholemodel``
-(``_eff_fn`` over ``efficiency.gemm`` at the attention dtype; dense GEMMs at the GEMM dtype;
+(``step_rows.eff_fn`` over ``efficiency.gemm`` at the attention dtype; dense GEMMs at the GEMM dtype;
 kernel counts from ``_kernels`` for a ``fused`` engine).
 
 The attention core's efficiency is the bf16 GEMM grid at the flash-equivalent shape
@@ -113,8 +113,8 @@ def _dims(rows: pd.DataFrame) -> dict:
 def step_rows(rows: pd.DataFrame, hw) -> step.StepRows:
     """``core.step.StepRows`` for the rows (one attention layer, ``tp = 1``: the tables give
     per-GPU heads); the fields attention does not read are zero."""
-    from moesim.wholemodel import (_eff_fn, _kernels, _per_value, _shape_eff_fn, exp_rate,
-                                   gemm_call_fixed)
+    from moesim.step_rows import (block_kernels, eff_fn, exp_rate, gemm_call_fixed,
+                                  per_value, shape_eff_fn)
 
     n = len(rows)
     zero = np.zeros(n)
@@ -132,15 +132,15 @@ def step_rows(rows: pd.DataFrame, hw) -> step.StepRows:
         past=rows.past.to_numpy(dtype=float), decode=rows.decode.to_numpy(dtype=bool),
         mla_expand=np.zeros(n, bool),  # the engines' MLA decode kernels attend in the latent
         tp=np.ones(n), moe_tp=np.ones(n), pp=np.ones(n), moe_tokens=zero, moe_layer_s=zero,
-        act_bytes=_per_value(bytes_per_element, act),
-        kv_bytes=_per_value(bytes_per_element, rows.kv_dtype.to_numpy(dtype=object)),
-        dense_weight_bytes=_per_value(weight_bytes_per_param, rows.gemm_dtype.to_numpy(dtype=object)),
-        embed_bytes=zero, peak_dense_flops_per_s=_per_value(hw.peak_flops_per_s, dense),
-        peak_attn_flops_per_s=_per_value(hw.peak_flops_per_s, act),
-        dense_eff=_eff_fn(hw.efficiency.gemm, dense), call_fixed_s=gemm_call_fixed(hw, dense),
-        attn_eff=_shape_eff_fn(hw.efficiency.gemm, np.full(n, "bf16", dtype=object)),
+        act_bytes=per_value(bytes_per_element, act),
+        kv_bytes=per_value(bytes_per_element, rows.kv_dtype.to_numpy(dtype=object)),
+        dense_weight_bytes=per_value(weight_bytes_per_param, rows.gemm_dtype.to_numpy(dtype=object)),
+        embed_bytes=zero, peak_dense_flops_per_s=per_value(hw.peak_flops_per_s, dense),
+        peak_attn_flops_per_s=per_value(hw.peak_flops_per_s, act),
+        dense_eff=eff_fn(hw.efficiency.gemm, dense), call_fixed_s=gemm_call_fixed(hw, dense),
+        attn_eff=shape_eff_fn(hw.efficiency.gemm, np.full(n, "bf16", dtype=object)),
         exp_per_s=exp_rate(hw, n),
-        kernels=_kernels(hw, np.full(n, "fused", dtype=object), act, mla))
+        kernels=block_kernels(hw, np.full(n, "fused", dtype=object), act, mla))
 
 
 def predict_rows(rows: pd.DataFrame, hw) -> pd.DataFrame:
