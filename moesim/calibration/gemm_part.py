@@ -35,14 +35,8 @@ def _router_check(dev, tables, recs, mem_bps) -> dict:
 def gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> None:
     """GEMM efficiency tables (from the layer's expert FFNs where measured, else from dense
     GEMMs), then the checks that use them and the small phases' kernels and streaming."""
-    quality["streaming"] = stream_fit.stream_errors(meas.records, mem_bps, launch_s)
-    copy_bps = quality.get("memory", {}).get("copy_bytes_per_s")
-    fixed = stream_fit.fixed_costs(meas.records, launch_s, copy_bps)
-    quality["layer_kernel_fixed_costs"] = fixed
-    if stream_fit.bound_violations(fixed):
-        quality.setdefault("bound_violations", []).extend(stream_fit.bound_violations(fixed))
     peak_bps = doc["memory"].get("bandwidth_bytes_per_s", base.memory.bandwidth_bytes_per_s)
-    _phase_part(doc, quality["layer_kernel_fixed_costs"], peak_bps)
+    _streaming_part(doc, quality, meas, launch_s, mem_bps, peak_bps)
     recs = meas.of("gemm")
     ffn_recs = meas.of("layer_experts") + meas.of("layer_shared_experts")
     if not recs and not ffn_recs:
@@ -62,6 +56,28 @@ def gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> Non
                           f"{', '.join(sorted(dev.peaks))}", field="compute.peak_flops_per_s")
     grouped = _grouped_part(doc, quality, meas, dev, base)
     dev = _call_part(doc, quality, meas, dev, grouped)
+    tables = _tables_part(doc, quality, dev, grouped, recs, ffn_recs, base, peak_bps, mem_bps)
+    if meas.of("grouped_gemm"):
+        quality["grouped_gemm"] = gemm_fit.check_grouped(dev, tables, meas.of("grouped_gemm"))
+    router = [r for r in meas.records if r.kind == "router"]
+    if router:
+        quality["router"] = _router_check(dev, tables, router, mem_bps)
+
+
+def _streaming_part(doc, quality, meas, launch_s, mem_bps, peak_bps) -> None:
+    """Streaming errors, the small phases' fixed costs (bounded fits) and ``efficiency.phases``."""
+    quality["streaming"] = stream_fit.stream_errors(meas.records, mem_bps, launch_s)
+    copy_bps = quality.get("memory", {}).get("copy_bytes_per_s")
+    fixed = stream_fit.fixed_costs(meas.records, launch_s, copy_bps)
+    quality["layer_kernel_fixed_costs"] = fixed
+    if stream_fit.bound_violations(fixed):
+        quality.setdefault("bound_violations", []).extend(stream_fit.bound_violations(fixed))
+    _phase_part(doc, fixed, peak_bps)
+
+
+def _tables_part(doc, quality, dev, grouped, recs, ffn_recs, base, peak_bps, mem_bps) -> dict:
+    """``efficiency.gemm``: the expert-FFN tables where layer records exist (dense-GEMM tables
+    for the other dtypes), else the dense ones; returns dtype -> table."""
     dense = gemm_fit.fit_gemm(dev, recs) if recs else None
     if dense:
         quality["gemm"] = dense.quality
@@ -74,9 +90,7 @@ def gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> Non
         if dense:
             quality["dense_gemm_table_on_layer_ffn"] = ffn_fit.check_dense(
                 dev, stream, grouped, dense.tables, ffn_recs)
-        tables = dict(fit.tables)
-        for dtype, table in (dense.tables.items() if dense else ()):
-            tables.setdefault(dtype, table)
+        tables = {**(dense.tables if dense else {}), **fit.tables}
         points = {d: q["points"] for d, q in fit.quality.items()}
         note = (f"ideal GEMM time (eff=1, model tiles) / (measured - launches - activation) per "
                 f"expert FFN of the reference layer, timed in place (routed grouped GEMMs and "
@@ -91,11 +105,7 @@ def gemm_part(doc, quality, meas, base, units, mem_bps, launch_s, tile_m) -> Non
     doc["efficiency"]["gemm"] = {
         "basis": "measured", "note": f"{note}; 'default' is the {default} table",
         "by_dtype": {**tables, "default": tables[default]}}
-    if meas.of("grouped_gemm"):
-        quality["grouped_gemm"] = gemm_fit.check_grouped(dev, tables, meas.of("grouped_gemm"))
-    router = [r for r in meas.records if r.kind == "router"]
-    if router:
-        quality["router"] = _router_check(dev, tables, router, mem_bps)
+    return tables
 
 
 def _call_part(doc, quality, meas, dev, grouped: bool):
