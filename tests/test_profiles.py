@@ -16,8 +16,9 @@ NAMES = sorted(available_profiles())
 
 #: Parts whose datasheets give FP8 at exactly twice BF16 (Hopper, Blackwell, CDNA 3). The L40S
 #: datasheet does not (BF16 362.05 vs FP8 733 dense; see the note in l40s.yaml), so it is checked loosely.
-FP8_IS_2X_BF16 = {"h100-sxm", "h800-sxm", "h200-sxm", "b200", "gb200-nvl72", "mi300x"}
-BLACKWELL = {"b200", "gb200-nvl72"}
+FP8_IS_2X_BF16 = {"h100-sxm", "h800-sxm", "h200-sxm", "b200", "gb200-nvl72", "mi300x",
+                  "rtx-pro-6000-server"}
+BLACKWELL = {"b200", "gb200-nvl72", "rtx-pro-6000-server"}
 #: Fields that are never on a datasheet: their source must say it is an assumption.
 ASSUMED_FIELDS = ("compute.gemm_tile_m", "compute.gemm_tile_n", "compute.launch_overhead_s",
                   "compute.comm_overlap_fraction", "compute.split_k_min_k",
