@@ -37,7 +37,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 BASES = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm", "b200_sxm": "b200",
          # held-out systems: calibrated and validated first after the last model change
-         "a100_sxm": "a100-sxm-80gb", "gb200": "gb200-nvl72", "l40s": "l40s"}
+         "a100_sxm": "a100-sxm-80gb", "gb200": "gb200-nvl72", "l40s": "l40s",
+         # a held-out system added 2026-12-03: profiled, calibrated and validated once, after
+         # every model change of that day
+         "rtx_pro_6000_server": "rtx-pro-6000-server"}
 TOKEN_BINS = [0, 16, 256, 2048, np.inf]
 #: moesim's moe_perf model (fixed costs of the fused kernel per call and per held expert, fitted
 #: jointly with its factor; local-row permute, the collectors' power-law routing with loads
@@ -66,6 +69,23 @@ def load_rows(system: str, backend: str, per_stratum: int, seed: int):
     df["ep_gt1"] = df.moe_ep_size > 1
     df["token_bin"] = pd.cut(df.num_tokens, TOKEN_BINS, labels=["<=16", "<=256", "<=2048", ">2048"])
     return stratified(df, per_stratum, seed), ref, len(df)
+
+
+def with_gemm_grid(df: pd.DataFrame, profile) -> tuple[pd.DataFrame, dict]:
+    """(rows whose dtype the profile's GEMM grid has, {dtype: sampled rows left out}): a dtype
+    the engine's gemm_perf never timed has no GEMM cost to compose (calibration.aic.fit leaves
+    it out of the fit the same way)."""
+    eff = profile.efficiency.gemm
+    if eff.grid is None or "default" in eff.grid:
+        return df, {}
+    from moesim.calibration.aic.dtypes import lookup
+
+    have = set(eff.grid) | set(eff.grid_alias)
+    missing = ~df.moe_dtype.map(lambda d: lookup(d).grid in have)
+    left = {str(k): int(v) for k, v in df.loc[missing, "moe_dtype"].value_counts().items()}
+    if left:
+        print(f"left out (no GEMM table for the dtype in this engine's gemm_perf): {left}")
+    return df.loc[~missing].copy(), left
 
 
 def predict(df: pd.DataFrame, profile_name: str) -> pd.DataFrame:
@@ -200,6 +220,7 @@ def main(argv=None) -> int:
 
     name = args.profile or f"{BASES[args.system]}-{args.backend}"
     rows, ref, total = load_rows(args.system, args.backend, args.per_stratum, args.seed)
+    rows, no_gemm = with_gemm_grid(rows, load_profile(name))
     rows = predict(rows, name)
     summary = summarise(rows)
     cross = None
@@ -229,6 +250,7 @@ def main(argv=None) -> int:
                   "measured_by": f"NVIDIA AIConfigurator on real GPUs ({reader.PACKAGE} "
                                  f"{reader.package_version()})",
                   "table": ref.provenance(total), "profile": name, "sampled_rows": int(len(rows)),
+                  "dtypes_left_out_no_gemm_table": no_gemm,
                   "per_stratum": args.per_stratum, "seed": args.seed,
                   "strata": "shape kind x dtype x distribution x (ep>1) x token bucket",
                   "command": "python benchmarks/bench_aic_validation.py " + " ".join(

@@ -94,6 +94,18 @@ def _kernels_section(kernels: dict, prov: dict) -> dict:
             for name, k in kernels.items()}
 
 
+def _with_gemm_table(moe_df: pd.DataFrame, gemm_eff: dict) -> tuple[pd.DataFrame, dict]:
+    """(``moe_df`` without the dtypes the fitted GEMM grid lacks, {dtype: rows left out}): the
+    fused-MoE factor is a factor on the GEMM grid of the same dtype (e.g. SGLang's
+    rtx_pro_6000_server gemm_perf has no fp8_block rows while its moe_perf has)."""
+    have = set((gemm_eff.get("grid") or {})) | set(gemm_eff.get("grid_alias") or {})
+    if not have or "default" in have:
+        return moe_df, {}
+    missing = ~moe_df["moe_dtype"].map(lambda d: lookup(d).grid in have)
+    left = moe_df.loc[missing, "moe_dtype"].value_counts().to_dict()
+    return moe_df.loc[~missing], {str(k): int(v) for k, v in left.items()}
+
+
 def build_profile(system: str, backend: str, base: str, version: str | None = None,
                   root=None) -> tuple[dict, dict]:
     """(profile document extending ``base``, fit quality) for one system and backend.
@@ -110,6 +122,7 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     doc["efficiency"]["gemm"] = gemm_eff
     moe_ref = reader.locate(system, "moe_perf", backend, version, root)
     moe_df, moe_unmapped = mapped(reader.load(moe_ref), "moe_dtype")
+    moe_df, no_gemm = _with_gemm_table(moe_df, gemm_eff)
     staged = HardwareProfile.model_validate(doc)
     table, fixed, gq = fit_grouped_factor(staged, moe_df)
     counts = {k: v["rows"] for k, v in gq.items()}
@@ -137,6 +150,8 @@ def build_profile(system: str, backend: str, base: str, version: str | None = No
     for table, left in (("gemm_perf", gprov["gemm_unmapped"]), ("moe_perf", moe_unmapped)):
         if left:  # formats moesim has no cost for
             quality[f"{table}_dtypes_left_out"] = left
+    if no_gemm:  # moe dtypes whose GEMMs this engine's gemm_perf did not time
+        quality["moe_perf_dtypes_without_gemm_table"] = no_gemm
     provenance = {"source": f"AIConfigurator measured database ({reader.PACKAGE} "
                             f"{reader.package_version()}), measured on real GPUs by NVIDIA",
                   "system": system, "backend": backend,
