@@ -7,10 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # h100/h200/b200: the systems the moe_perf model was developed on; a100/gb200/l40s: held-out
-# systems (first calibrated and validated after the last model change, 2026-12-03)
+# systems (first calibrated and validated after the last model change, 2026-12-03), and
+# rtx_pro_6000_server (added after every change of 2026-12-03)
 declare -A BASE=([h100_sxm]=h100-sxm [h200_sxm]=h200-sxm [b200_sxm]=b200
-                 [a100_sxm]=a100-sxm-80gb [gb200]=gb200-nvl72 [l40s]=l40s)
-SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm a100_sxm gb200 l40s}")
+                 [a100_sxm]=a100-sxm-80gb [gb200]=gb200-nvl72 [l40s]=l40s
+                 [rtx_pro_6000_server]=rtx-pro-6000-server)
+SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm a100_sxm gb200 l40s rtx_pro_6000_server}")
 for sys in ${SYSTEMS[@]}; do
   for be in trtllm vllm sglang; do
     python -m moesim calibrate --from-aic "$sys" --backend "$be" --base "${BASE[$sys]}" \
