@@ -40,7 +40,7 @@ BASES = {"h100_sxm": "h100-sxm", "h200_sxm": "h200-sxm", "b200_sxm": "b200",
          "a100_sxm": "a100-sxm-80gb", "gb200": "gb200-nvl72", "l40s": "l40s",
          # a held-out system added 2026-12-03: profiled, calibrated and validated once, after
          # every model change of that day
-         "rtx_pro_6000_server": "rtx-pro-6000-server"}
+         "rtx_pro_6000_server": "rtx-pro-6000-server", "b60": "arc-pro-b60"}
 TOKEN_BINS = [0, 16, 256, 2048, np.inf]
 #: moesim's moe_perf model (fixed costs of the fused kernel per call and per held expert, fitted
 #: jointly with its factor; local-row permute, the collectors' power-law routing with loads

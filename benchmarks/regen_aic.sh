@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # rtx_pro_6000_server (added after every change of 2026-12-03)
 declare -A BASE=([h100_sxm]=h100-sxm [h200_sxm]=h200-sxm [b200_sxm]=b200
                  [a100_sxm]=a100-sxm-80gb [gb200]=gb200-nvl72 [l40s]=l40s
-                 [rtx_pro_6000_server]=rtx-pro-6000-server)
+                 [rtx_pro_6000_server]=rtx-pro-6000-server [b60]=arc-pro-b60)
 SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm a100_sxm gb200 l40s rtx_pro_6000_server}")
 for sys in ${SYSTEMS[@]}; do
   for be in trtllm vllm sglang; do
