@@ -12,15 +12,17 @@ cd "$(dirname "$0")/.."
 declare -A BASE=([h100_sxm]=h100-sxm [h200_sxm]=h200-sxm [b200_sxm]=b200
                  [a100_sxm]=a100-sxm-80gb [gb200]=gb200-nvl72 [l40s]=l40s
                  [rtx_pro_6000_server]=rtx-pro-6000-server [b60]=arc-pro-b60)
-SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm a100_sxm gb200 l40s rtx_pro_6000_server}")
+SYSTEMS=("${@:-h100_sxm h200_sxm b200_sxm a100_sxm gb200 l40s rtx_pro_6000_server b60}")
+# engines with moe_perf tables per system (default: all three)
+declare -A ENGINES=([b60]="vllm")
 for sys in ${SYSTEMS[@]}; do
-  for be in trtllm vllm sglang; do
+  for be in ${ENGINES[$sys]:-trtllm vllm sglang}; do
     python -m moesim calibrate --from-aic "$sys" --backend "$be" --base "${BASE[$sys]}" \
       --out "hardware_profiles/calibrated/${BASE[$sys]}-$be.yaml"
   done
 done
 for sys in ${SYSTEMS[@]}; do
-  for be in trtllm vllm sglang; do
+  for be in ${ENGINES[$sys]:-trtllm vllm sglang}; do
     cross=(); [[ $sys == h200_sxm ]] && cross=(--cross-from h100_sxm)
     python benchmarks/bench_aic_validation.py --system "$sys" --backend "$be" --per-stratum 30 "${cross[@]}"
   done
