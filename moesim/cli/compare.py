@@ -92,7 +92,8 @@ def _command(args: argparse.Namespace, names: list[str]) -> str:
 def format_table(table, kinds: dict) -> str:
     """Side-by-side text table; 'vs first' is the first profile's time over this one's."""
     first = table[table["hardware"] == table["hardware"].iloc[0]].set_index(["tokens", "ep"])
-    lines = [f"{'profile':<16}{'kind':<11}{'tokens':>7}{'ep':>5}{'time':>12}{'tokens/s':>14}"
+    w = max(16, 2 + max(len(str(h)) for h in table["hardware"]))  # names + '*' + a space
+    lines = [f"{'profile':<{w}}{'kind':<11}{'tokens':>7}{'ep':>5}{'time':>12}{'tokens/s':>14}"
              f"{'vs first':>9}  {'bottleneck':<22}{'MoE-layer mem/dev':>24}"]
     for key, group in table.groupby(["tokens", "ep"], sort=False):
         for _, r in group.iterrows():
@@ -101,7 +102,7 @@ def format_table(table, kinds: dict) -> str:
                   f"{human_bytes(r['memory_capacity_bytes'])}"
             dtype = "*" if isinstance(r.get("compute_dtype"), str) and \
                 r["compute_dtype"] != table["compute_dtype"].iloc[0] else ""
-            lines.append(f"{r['hardware'] + dtype:<16}{kinds[r['hardware']]:<11}{r['tokens']:>7}"
+            lines.append(f"{r['hardware'] + dtype:<{w}}{kinds[r['hardware']]:<11}{r['tokens']:>7}"
                          f"{r['ep']:>5}{human_time(r['time_s']):>12}{r['tokens_per_s']:>14,.0f}"
                          f"{speed:>8.2f}x  {r['bottleneck']:<22}{mem:>17} "
                          f"{'fits' if r['moe_fits_in_memory'] else 'NO FIT'}")
