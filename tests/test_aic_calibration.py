@@ -203,3 +203,19 @@ def test_unmapped_table_dtypes_are_left_out_and_named():
     df = pd.DataFrame({"gemm_dtype": ["bfloat16", "sq", "fp8", "sq", "int8_wo"], "m": range(5)})
     kept, left = mapped(df, "gemm_dtype")
     assert kept.gemm_dtype.tolist() == ["bfloat16", "fp8", "int8_wo"] and left == ["sq"]
+
+
+def test_moe_dtypes_without_a_gemm_table_are_left_out_and_named():
+    """An engine whose gemm_perf never timed a format (SGLang's fp8-block GEMMs on the RTX PRO
+    6000 Server) has no GEMM cost to compose its fused-MoE rows from: those rows leave the fit,
+    counted by dtype, and the others (weight-only formats read the bf16 grid) stay."""
+    import pandas as pd
+
+    from moesim.calibration.aic.fit import _with_gemm_table
+
+    moe = pd.DataFrame({"moe_dtype": ["bfloat16", "fp8_block", "fp8_block", "int4_wo", "nvfp4"]})
+    kept, left = _with_gemm_table(moe, {"grid": {"bf16": {}, "fp8": {}, "nvfp4": {}}})
+    assert kept.moe_dtype.tolist() == ["bfloat16", "int4_wo", "nvfp4"]
+    assert left == {"fp8_block": 2}
+    same, none = _with_gemm_table(moe, {"grid": {"default": {}}})
+    assert len(same) == len(moe) and none == {}

@@ -151,3 +151,18 @@ def test_zip_columns_may_repeat_values_but_not_rows():
     with pytest.raises(ConfigError, match="repeated rows in zip group") as err:
         expand(scenario(body.replace("[0, 0, 1, 1]", "[0, 0, 0, 1]")))
     assert err.value.file == "test.yaml" and err.value.line is not None
+
+
+def test_compare_table_columns_fit_long_profile_names():
+    """A profile name longer than the default column still leaves a space before its kind."""
+    import pandas as pd
+
+    from moesim.cli.compare import format_table
+
+    table = pd.DataFrame({"hardware": ["h100-sxm", "a-very-long-profile-name-x"], "tokens": [1, 1],
+                          "ep": [8, 8], "time_s": [1e-4, 2e-4], "tokens_per_s": [1e4, 5e3],
+                          "bottleneck": ["experts:memory"] * 2,
+                          "moe_memory_bytes_per_device": [1e9, 1e9],
+                          "memory_capacity_bytes": [8e10, 8e10], "moe_fits_in_memory": [True, True]})
+    text = format_table(table, {"h100-sxm": "datasheet", "a-very-long-profile-name-x": "calibrated"})
+    assert "a-very-long-profile-name-x  calibrated" in text
