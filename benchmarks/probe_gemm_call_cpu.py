@@ -14,27 +14,17 @@ ones) is the candidate the next model change must fit from primitives like these
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_common import ROOT, publish, time_call  # noqa: E402
 #: (m, k, n): tiny calls, the held-out per-expert GEMMs (gate/up and down), a reference shape
 SHAPES = [(1, 64, 64), (8, 64, 64), (8, 136, 656), (8, 328, 136), (5, 456, 272), (5, 136, 456),
           (10, 328, 400), (10, 200, 328), (64, 512, 2048), (256, 512, 2048)]
-
-
-def _time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` with moesim's one timer (``harness.timing.bench``)."""
-    from moesim.harness.timing import BenchConfig, bench
-
-    config = BenchConfig(warmup=5, repeats=repeats, min_repeats=min(9, repeats), budget_s=0.5)
-    return bench(lambda _: fn(), [None], config).median_s
 
 
 def measure(repeats: int) -> pd.DataFrame:
@@ -46,7 +36,7 @@ def measure(repeats: int) -> pd.DataFrame:
         for m, k, n in SHAPES:
             x, w = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
             rows.append({"dtype": name, "m": m, "k": k, "n": n,
-                         "measured_s": _time(lambda: x @ w, repeats)})
+                         "measured_s": time_call(lambda: x @ w, repeats, 5)})
     return pd.DataFrame(rows)
 
 
@@ -68,25 +58,10 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu-epyc-zen4-1t")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "gemm-call-probe-cpu")
     args = ap.parse_args()
-    from moesim.fileio import publish_folder
-    from moesim.harness.device import cpu_facts
-
     df = measure(args.repeats)
     df["ideal_s"], df["profile_charge_s"] = charged(df, args.profile)
     df["charge_over_measured"] = (df.profile_charge_s / df.measured_s).round(3)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    meta = {"command": "python benchmarks/probe_gemm_call_cpu.py", "profile": args.profile,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit, "python": platform.python_version(), "facts": cpu_facts()}
-    print(df.to_string(index=False))
-
-    def write(stage: Path) -> None:
-        df.to_csv(stage / "table.csv", index=False)
-        (stage / "metadata.json").write_text(json.dumps(meta, indent=1, default=str))
-
-    publish_folder(args.out, write, {"table.csv", "metadata.json"})
-
+    publish(args.out, df, "python benchmarks/probe_gemm_call_cpu.py", args.profile)
 
 if __name__ == "__main__":
     main()

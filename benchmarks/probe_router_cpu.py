@@ -12,25 +12,15 @@ follow (score bytes ``T (8 E + 8 k)``). Measures only: nothing here is fitted or
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_common import ROOT, publish, time_call  # noqa: E402
 HIDDEN = 256
-
-
-def _time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` with moesim's one timer (``harness.timing.bench``)."""
-    from moesim.harness.timing import BenchConfig, bench
-
-    config = BenchConfig(warmup=3, repeats=repeats, min_repeats=min(7, repeats), budget_s=0.5)
-    return bench(lambda _: fn(), [None], config).median_s
 
 
 def measure(repeats: int) -> pd.DataFrame:
@@ -47,8 +37,9 @@ def measure(repeats: int) -> pd.DataFrame:
                     x, w = torch.randn(tokens, HIDDEN, dtype=dt), torch.randn(HIDDEN, experts, dtype=dt)
                     rows.append({"dtype": name, "experts": experts, "top_k": top_k,
                                  "tokens": tokens,
-                                 "measured_router_s": _time(lambda: router(x, w, top_k), repeats),
-                                 "measured_gemm_s": _time(lambda: x @ w, repeats)})
+                                 "measured_router_s": time_call(lambda: router(x, w, top_k),
+                                                                repeats, 3),
+                                 "measured_gemm_s": time_call(lambda: x @ w, repeats, 3)})
     return pd.DataFrame(rows)
 
 
@@ -67,25 +58,11 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu-epyc-zen4-1t")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "router-probe-cpu")
     args = ap.parse_args()
-    from moesim.fileio import publish_folder
-    from moesim.harness.device import cpu_facts
-
     df = measure(args.repeats)
     df["predicted_router_s"] = predicted(df, args.profile)
     df["score_s"] = df.measured_router_s - df.measured_gemm_s
     df["ratio"] = (df.predicted_router_s / df.measured_router_s).round(3)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    meta = {"command": "python benchmarks/probe_router_cpu.py", "profile": args.profile,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit, "python": platform.python_version(), "facts": cpu_facts()}
-    print(df.to_string(index=False))
-    def write(stage: Path) -> None:
-        df.to_csv(stage / "table.csv", index=False)
-        (stage / "metadata.json").write_text(json.dumps(meta, indent=1, default=str))
-
-    publish_folder(args.out, write, {"table.csv", "metadata.json"})
-
+    publish(args.out, df, "python benchmarks/probe_router_cpu.py", args.profile)
 
 if __name__ == "__main__":
     main()
